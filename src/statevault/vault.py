@@ -1,0 +1,192 @@
+"""`open()` and `Vault`: the entry points of the public API."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from types import TracebackType
+from typing import Any, Literal
+
+from statevault import __version__
+from statevault.backends.base import META_FORMAT, Backend, Durability, initial_meta
+from statevault.backends.memory import MemoryBackend
+from statevault.backends.sqlite import SqliteBackend
+from statevault.codec.compression import Compression
+from statevault.codec.encoding import Codec, UnknownTypes
+from statevault.codec.registry import GLOBAL_REGISTRY, TypeRegistry
+from statevault.engine.checkpoints import Engine
+from statevault.engine.verify import VerifyReport, verify
+from statevault.errors import CorruptionError, NotAVaultError, UnsupportedFormatError
+from statevault.run import Run
+
+FORMAT_VERSION = 1
+"""The vault format this version writes and the newest it reads."""
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+_DURABILITY: tuple[Durability, ...] = ("fsync", "process")
+
+
+def _backend_for(
+    url: str, *, durability: Durability, meta: dict[str, bytes], timeout: float, create: bool
+) -> Backend:
+    if url.startswith("memory://"):
+        if not create:
+            raise NotAVaultError(url, "a memory vault exists only in the process that made it")
+        return MemoryBackend(initial_meta=meta, name=url[len("memory://") :])
+    if url.startswith("sqlite://"):
+        return SqliteBackend(
+            url[len("sqlite://") :],
+            durability=durability,
+            initial_meta=meta,
+            timeout=timeout,
+            create=create,
+        )
+    if url.startswith("files://"):
+        from statevault.backends.files import FilesBackend  # noqa: PLC0415 - loaded on use
+
+        return FilesBackend(
+            url[len("files://") :], durability=durability, initial_meta=meta, create=create
+        )
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ValueError(
+            "the PostgreSQL backend is not part of this statevault version yet; use a SQLite "
+            "path or files:///dir for now"
+        )
+    scheme = _SCHEME.match(url)
+    if scheme is not None and not os.path.exists(url):
+        raise ValueError(
+            f"unknown vault URL scheme {scheme.group(1)!r} in {url!r}: use a path or "
+            f"sqlite:///path (SQLite, the default), files:///dir (a directory of files) or "
+            f"memory://"
+        )
+    # A bare path: a directory that already is a files vault opens as one; anything else
+    # is a SQLite file, the embedded default.
+    if os.path.isdir(url):
+        from statevault.backends.files import MARKER_NAME, FilesBackend  # noqa: PLC0415
+
+        if os.path.exists(os.path.join(url, MARKER_NAME)):
+            return FilesBackend(url, durability=durability, initial_meta=meta, create=create)
+    return SqliteBackend(
+        url, durability=durability, initial_meta=meta, timeout=timeout, create=create
+    )
+
+
+def open(
+    url: str | os.PathLike[str],
+    *,
+    durability: Durability = "fsync",
+    compression: Literal["zstd", "lz4", "none"] = "zstd",
+    level: int | None = None,
+    unknown_types: UnknownTypes = "error",
+    timeout: float = 30.0,
+    create: bool = True,
+) -> Vault:
+    """Open (or create) a vault.
+
+    Args:
+        url: a path or `sqlite:///path` (one SQLite file, the default),
+            `files:///dir` (a directory of files) or `memory://` (this process only).
+        durability: "fsync" (default): a save that returned survives power loss.
+            "process": it survives a crash of the process, not of the machine.
+        compression: "zstd" (default), "lz4" (faster, larger) or "none".
+        level: the compression level (zstd: 3 by default).
+        unknown_types: "error" (default): loading a record of an unregistered class
+            raises `UnknownTypeError`. "keep": it loads as a `statevault.UnknownRecord`.
+        timeout: seconds to wait for another process's write lock (SQLite).
+        create: when False, a location without a vault raises `NotAVaultError` and
+            nothing is created (for tools that only read).
+
+    Raises:
+        NotAVaultError: the path holds something else (nothing in it is changed).
+        UnsupportedFormatError: a newer statevault wrote the vault.
+
+    Example:
+        >>> with statevault.open("state.db") as vault:       # doctest: +SKIP
+        ...     vault.run("order-42").save({"step": 1})
+    """
+    if durability not in _DURABILITY:
+        raise ValueError(f"durability must be 'fsync' or 'process'; got {durability!r}")
+    settings = Compression.parse(compression, level=level)
+    codec = Codec(TypeRegistry(GLOBAL_REGISTRY), unknown_types=unknown_types)
+    meta = initial_meta(
+        FORMAT_VERSION,
+        {"vault_id": uuid.uuid4().hex.encode(), "created_by": f"statevault {__version__}".encode()},
+    )
+    backend = _backend_for(
+        os.fspath(url), durability=durability, meta=meta, timeout=timeout, create=create
+    )
+    try:
+        return Vault(backend, Engine(backend, codec, settings))
+    except BaseException:
+        backend.close()
+        raise
+
+
+class Vault:
+    """A store of runs. Made by `statevault.open()`; close it, or use it as a context manager."""
+
+    def __init__(self, backend: Backend, engine: Engine) -> None:
+        self._backend = backend
+        self._engine = engine
+        meta = backend.get_meta()
+        raw = meta.get(META_FORMAT, b"")
+        if not raw.isdigit():
+            raise CorruptionError(
+                f"{backend.location}: the vault's format version is unreadable ({raw[:20]!r})"
+            )
+        self.format_version = int(raw)
+        if self.format_version > FORMAT_VERSION:
+            raise UnsupportedFormatError(found=self.format_version, supported=FORMAT_VERSION)
+        self.vault_id = meta.get("vault_id", b"").decode("ascii", "replace")
+
+    @property
+    def location(self) -> str:
+        """Where the vault lives (a path, or `memory://`)."""
+        return self._backend.location
+
+    def __repr__(self) -> str:
+        return f"<Vault {self.location}>"
+
+    def register(self, cls: type[Any], *, name: str | None = None) -> type[Any]:
+        """Allow a class (Struct, dataclass, Pydantic model, Enum) in this vault's state.
+
+        See `statevault.register`, which registers for every vault.
+        """
+        return self._engine.codec.registry.register(cls, name=name)
+
+    def run(self, run_id: str) -> Run:
+        """A handle on run `run_id` (a non-empty string of up to 256 characters)."""
+        return Run(self._engine, run_id)
+
+    def runs(self, prefix: str = "") -> list[str]:
+        """Ids of the runs that have checkpoints, sorted, optionally by prefix."""
+        return self._backend.list_runs(prefix)
+
+    def delete_run(self, run_id: str) -> bool:
+        """Delete a run and its history. Returns False if it had none.
+
+        Handles that still know the deleted head get `ConflictError` on save, so a late
+        writer cannot bring a deleted run back by accident.
+        """
+        return self._backend.delete_run(run_id)
+
+    def verify(self) -> VerifyReport:
+        """Read and check every record and object; report damage instead of raising."""
+        return verify(self._engine)
+
+    def close(self) -> None:
+        """Release files, connections and locks. Further use raises `VaultClosedError`."""
+        self._backend.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,99 @@
+"""Write the golden vaults of the current format into tests/data/golden/.
+
+Run once per released vault format (`python tests/data/make_golden.py`); never
+regenerate an existing version's files: they stand for vaults users already have.
+`tests/test_golden.py` loads every one of them with the current code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import pathlib
+import shutil
+import sqlite3
+import sys
+import uuid
+from typing import Any
+
+import statevault
+
+
+class Status(enum.Enum):
+    OPEN = "open"
+    PAID = "paid"
+
+
+@dataclasses.dataclass
+class Line:
+    sku: str
+    qty: int
+    price: decimal.Decimal
+
+
+def register(vault: statevault.Vault) -> None:
+    vault.register(Status, name="golden.Status")
+    vault.register(Line, name="golden.Line")
+
+
+def states() -> list[dict[str, Any]]:
+    """The states saved, in order, to run `order-42` (and the big one to `big`)."""
+    base: dict[str, Any] = {
+        "id": "order-42",
+        "status": Status.OPEN,
+        "lines": [Line("sku-1", 2, decimal.Decimal("9.90"))],
+        "created": dt.datetime(2026, 11, 24, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        "due": dt.date(2026, 12, 1),
+        "ref": uuid.UUID("6f1c2a9e-0000-4000-8000-000000000042"),
+        "tags": {"rush", "gift"},
+        "coords": (52.52, 13.405),
+        "notes": None,
+    }
+    second = dict(base, status=Status.PAID, notes="paid by card", paid_at=dt.timedelta(hours=3))
+    return [base, second]
+
+
+def big_state() -> dict[str, Any]:
+    words = ["order", "ship", "pay", "retry", "wait", "done", "queue", "step", "agent", "tool"]
+    messages = [f"{i} " + " ".join(words[(i * 7 + j) % 10] for j in range(30)) for i in range(500)]
+    return {"messages": messages}
+
+
+def write(url: str) -> None:
+    with statevault.open(url) as vault:
+        register(vault)
+        run = vault.run("order-42")
+        for step, state in enumerate(states(), start=1):
+            run.save(state, meta={"step": step})
+        vault.run("big").save(big_state(), meta={"note": "stored as an object, not inline"})
+
+
+def main() -> None:
+    version = statevault.FORMAT_VERSION
+    out = pathlib.Path(__file__).parent / "golden"
+    out.mkdir(exist_ok=True)
+    sqlite_path = out / f"v{version}.db"
+    files_path = out / f"v{version}-files"
+    if (sqlite_path.exists() or files_path.exists()) and "--force" not in sys.argv:
+        sys.exit(f"golden vaults of format {version} exist; they must not change")
+    sqlite_path.unlink(missing_ok=True)
+    shutil.rmtree(files_path, ignore_errors=True)
+    write(str(sqlite_path))
+    write(f"files://{files_path}")
+    # A checkpointed WAL leaves one self-contained file to commit.
+    conn = sqlite3.connect(sqlite_path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    for suffix in ("-wal", "-shm"):
+        sqlite_path.with_name(sqlite_path.name + suffix).unlink(missing_ok=True)
+    # Git keeps no empty directories; the files backend must open without them.
+    for directory in sorted(files_path.rglob("*"), reverse=True):
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+    print(f"wrote {sqlite_path} and {files_path}")
+
+
+if __name__ == "__main__":
+    main()
