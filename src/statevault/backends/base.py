@@ -80,6 +80,14 @@ def check_run_id(run_id: object) -> str:
     return run_id
 
 
+def check_next_seq(seq: int, expected_head: int) -> None:
+    """Raise ValueError unless `seq` is the one a commit on `expected_head` may write."""
+    if isinstance(expected_head, bool) or not isinstance(expected_head, int) or expected_head < 0:
+        raise ValueError(f"expected_head must be an int >= 0; got {expected_head!r}")
+    if seq != expected_head + 1:
+        raise ValueError(f"seq must be expected_head + 1 ({expected_head + 1}); got {seq}")
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Where bytes live. Methods are safe to call from several threads.

@@ -32,7 +32,13 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 
-from statevault.backends.base import Capabilities, Durability, StoredCheckpoint, check_run_id
+from statevault.backends.base import (
+    Capabilities,
+    Durability,
+    StoredCheckpoint,
+    check_next_seq,
+    check_run_id,
+)
 from statevault.backends.fsio import FileIO, pid_alive, temp_owner_pid
 from statevault.errors import (
     ConflictError,
@@ -687,10 +693,7 @@ class FilesBackend:
         objects: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         name = run_dir_name(check_run_id(run_id))
-        if not isinstance(expected_head, int) or expected_head < 0:
-            raise ValueError(f"expected_head must be an int >= 0; got {expected_head!r}")
-        if seq != expected_head + 1:
-            raise ValueError(f"seq must be expected_head + 1 ({expected_head + 1}); got {seq}")
+        check_next_seq(seq, expected_head)
         if seq > _MAX_SEQ:
             raise ValueError(f"seq must be at most {_MAX_SEQ}; got {seq}")
         with self._op("commit a checkpoint"):

@@ -5,7 +5,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from statevault.backends.base import Capabilities, StoredCheckpoint, check_run_id
+from statevault.backends.base import (
+    Capabilities,
+    StoredCheckpoint,
+    check_next_seq,
+    check_run_id,
+)
 from statevault.errors import ConflictError, VaultClosedError
 
 
@@ -90,8 +95,7 @@ class MemoryBackend:
         objects: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         check_run_id(run_id)
-        if seq != expected_head + 1:
-            raise ValueError(f"seq must be expected_head + 1 ({expected_head + 1}); got {seq}")
+        check_next_seq(seq, expected_head)
         with self._lock:
             self._check()
             for digest, data in objects:

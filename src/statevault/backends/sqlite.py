@@ -31,6 +31,7 @@ from statevault.backends.base import (
     Capabilities,
     Durability,
     StoredCheckpoint,
+    check_next_seq,
     check_run_id,
 )
 from statevault.backends.fsio import FileIO
@@ -268,33 +269,25 @@ class SqliteBackend:
         with self._transaction() as conn:
             self._insert_objects(conn, items)
 
-    def get_objects(self, digests: Iterable[bytes]) -> dict[bytes, bytes]:
-        found: dict[bytes, bytes] = {}
+    def _select_digests(self, columns: str, digests: Iterable[bytes]) -> list[tuple[object, ...]]:
+        """Rows of `columns` for the given digests, in batches of `IN (...)` queries."""
+        rows: list[tuple[object, ...]] = []
         keys = list(dict.fromkeys(digests))
         for start in range(0, len(keys), _BATCH):
             batch = keys[start : start + _BATCH]
             marks = ",".join("?" * len(batch))
-            rows = self._read(
-                # Only placeholders are interpolated; the digests travel as parameters.
-                f"SELECT digest, data FROM statevault_objects WHERE digest IN ({marks})",  # noqa: S608
-                batch,
-            )
-            for digest, data in rows:
-                found[bytes(digest)] = bytes(data)  # type: ignore[call-overload]
-        return found
+            # Only a fixed column list and placeholders are interpolated; the digests
+            # travel as parameters.
+            sql = f"SELECT {columns} FROM statevault_objects WHERE digest IN ({marks})"  # noqa: S608
+            rows.extend(self._read(sql, batch))
+        return rows
+
+    def get_objects(self, digests: Iterable[bytes]) -> dict[bytes, bytes]:
+        rows = self._select_digests("digest, data", digests)
+        return {bytes(d): bytes(v) for d, v in rows}  # type: ignore[call-overload]
 
     def has_objects(self, digests: Iterable[bytes]) -> set[bytes]:
-        found: set[bytes] = set()
-        keys = list(dict.fromkeys(digests))
-        for start in range(0, len(keys), _BATCH):
-            batch = keys[start : start + _BATCH]
-            marks = ",".join("?" * len(batch))
-            rows = self._read(
-                f"SELECT digest FROM statevault_objects WHERE digest IN ({marks})",  # noqa: S608
-                batch,
-            )
-            found.update(bytes(row[0]) for row in rows)  # type: ignore[call-overload]
-        return found
+        return {bytes(row[0]) for row in self._select_digests("digest", digests)}  # type: ignore[call-overload]
 
     def delete_objects(self, digests: Iterable[bytes]) -> None:
         keys = [(d,) for d in digests]
@@ -340,8 +333,7 @@ class SqliteBackend:
         objects: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         check_run_id(run_id)
-        if seq != expected_head + 1:
-            raise ValueError(f"seq must be expected_head + 1 ({expected_head + 1}); got {seq}")
+        check_next_seq(seq, expected_head)
         # Objects and record in one transaction: one WAL fsync for the whole save, and a
         # crash can never leave a record whose objects are missing.
         with self._transaction() as conn:

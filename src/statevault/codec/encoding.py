@@ -122,6 +122,18 @@ class _Unsupported(Exception):
         self.reason = reason
 
 
+_ENCODE_ERRORS = (
+    _Unsupported,
+    ValueError,
+    TypeError,
+    OverflowError,
+    UnicodeEncodeError,
+    msgspec.EncodeError,
+)
+"""What packing raises for a value it cannot store; each leads to the slow walk that
+names the value's path."""
+
+
 def _tz_encode(tz: dt.tzinfo | None, sample: dt.datetime | None) -> Any:
     """None (naive), int offset in µs, [offset, name] for a named fixed offset, or a zone key."""
     if tz is None:
@@ -239,14 +251,7 @@ class Codec:
         """
         try:
             return self._pack(value)
-        except (
-            _Unsupported,
-            ValueError,
-            TypeError,
-            OverflowError,
-            UnicodeEncodeError,
-            msgspec.EncodeError,
-        ) as exc:
+        except _ENCODE_ERRORS as exc:
             raise self._explain(value, exc) from None
 
     def encode_pieces(self, value: Any) -> Iterator[bytes]:
@@ -260,14 +265,7 @@ class Codec:
         """
         try:
             yield from self._pieces(value, _STREAM_DEPTH)
-        except (
-            _Unsupported,
-            ValueError,
-            TypeError,
-            OverflowError,
-            UnicodeEncodeError,
-            msgspec.EncodeError,
-        ) as exc:
+        except _ENCODE_ERRORS as exc:
             raise self._explain(value, exc) from None
 
     def _pieces(self, value: Any, depth: int) -> Iterator[bytes]:
