@@ -12,8 +12,8 @@ from statevault.engine.records import open_record
 from statevault.errors import CheckpointNotFound, ConflictError, RunNotFound
 
 if TYPE_CHECKING:
-    from statevault.codec.envelope import Packed
     from statevault.engine.records import CheckpointRecord
+    from statevault.tree import WrittenTree
 
 
 class _Missing:
@@ -45,6 +45,9 @@ class Run:
         self._id = check_run_id(run_id)
         self._lock = threading.Lock()
         self._known, _ = engine.head(run_id)
+        # Digests of the newest tree this handle saved or loaded: the vault holds them,
+        # so the next save neither compresses nor writes them again.
+        self._known_objects: frozenset[bytes] = frozenset()
 
     @property
     def id(self) -> str:
@@ -75,22 +78,23 @@ class Run:
             ConflictError: another writer moved the head since this handle last saw it
                 (nothing was written).
         """
-        packed = self._engine.encode_state(state)
+        tree = self._engine.encode_state(state, known=self._known_objects)
         with self._lock:
             if not force:
-                record, head = self._engine.commit(self._id, packed, meta=meta, parent=self._known)
+                record, head = self._engine.commit(self._id, tree, meta=meta, parent=self._known)
             else:
-                record, head = self._commit_forced(packed, meta)
+                record, head = self._commit_forced(tree, meta)
             self._known = head
+            self._known_objects = frozenset(tree.digests)
         return self._engine.checkpoint(record, head.record_hash)
 
     def _commit_forced(
-        self, packed: Packed, meta: dict[str, Any] | None
+        self, tree: WrittenTree, meta: dict[str, Any] | None
     ) -> tuple[CheckpointRecord, Head]:
         for _ in range(_FORCE_RETRIES):
             current, _ = self._engine.head(self._id)
             try:
-                return self._engine.commit(self._id, packed, meta=meta, parent=current)
+                return self._engine.commit(self._id, tree, meta=meta, parent=current)
             except ConflictError:
                 continue
         raise ConflictError(
@@ -117,11 +121,12 @@ class Run:
                         self._known = NO_HEAD
                     return default
                 raise RunNotFound(self._id)
-            state = self._engine.load_state(record)
+            state, digests = self._engine.load_state(record)
             with self._lock:
                 self._known = head
+                self._known_objects = digests
             return state
-        return self._engine.load_state(self._record_at(at)[0])
+        return self._engine.load_state(self._record_at(at)[0])[0]
 
     def get(self, path: str, *, at: int | None = None, default: Any = MISSING) -> Any:
         """The value at `path` (`"results.rows.17"`) in the newest state or checkpoint `at`.

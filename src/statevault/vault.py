@@ -20,8 +20,13 @@ from statevault.engine.verify import VerifyReport, verify
 from statevault.errors import CorruptionError, NotAVaultError, UnsupportedFormatError
 from statevault.run import Run
 
-FORMAT_VERSION = 1
-"""The vault format this version writes and the newest it reads."""
+FORMAT_VERSION = 2
+"""The vault format this version writes and the newest it reads.
+
+1: each checkpoint's state is one object. 2: states are trees of objects
+(`statevault.tree`). A vault keeps the format it was created with: format-1 vaults
+are read and written as format 1, so the statevault that made them can still read
+them; nothing is upgraded behind the user's back."""
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -140,6 +145,7 @@ class Vault:
         if self.format_version > FORMAT_VERSION:
             raise UnsupportedFormatError(found=self.format_version, supported=FORMAT_VERSION)
         self.vault_id = meta.get("vault_id", b"").decode("ascii", "replace")
+        engine.format_version = self.format_version
 
     @property
     def location(self) -> str:

@@ -61,6 +61,24 @@ def big_state() -> dict[str, Any]:
     return {"messages": messages}
 
 
+def tree_state() -> dict[str, Any]:
+    """Format 2 and later: a state that exercises every kind of tree node."""
+    words = ["alpha", "beta", "gamma", "delta", "order", "ship", "retry", "agent", "tool"]
+    return {
+        "messages": [
+            {
+                "i": i,
+                "role": "user" if i % 2 else "agent",
+                "text": " ".join(words[(i * j) % 9] for j in range(40)),
+            }
+            for i in range(3000)
+        ],
+        "blob": bytes(range(256)) * 5000,
+        "nested": {"deep": {"rows": [[i, str(i), (i, -i)] for i in range(4000)]}},
+        "small": {"step": 7, "tags": {"a", "b"}},
+    }
+
+
 def write(url: str) -> None:
     with statevault.open(url) as vault:
         register(vault)
@@ -68,6 +86,12 @@ def write(url: str) -> None:
         for step, state in enumerate(states(), start=1):
             run.save(state, meta={"step": step})
         vault.run("big").save(big_state(), meta={"note": "stored as an object, not inline"})
+        if statevault.FORMAT_VERSION >= 2:
+            tree = vault.run("tree")
+            state = tree_state()
+            tree.save(state)
+            state["messages"].append({"i": 3000, "role": "agent", "text": "appended"})
+            tree.save(state)
 
 
 def main() -> None:

@@ -67,13 +67,21 @@ class Compression:
             raise ValueError(f"lz4 level must be between 0 and 16; got {level}")
         return Compression(name, level, None)  # type: ignore[arg-type]  # checked above
 
-    def compress(self, raw: bytes | memoryview) -> tuple[int, bytes | memoryview]:
-        """Return (compression id, payload). The payload may be `raw` itself."""
+    def compress(
+        self, raw: bytes | memoryview, *, large: bool | None = None
+    ) -> tuple[int, bytes | memoryview]:
+        """Return (compression id, payload). The payload may be `raw` itself.
+
+        `large` says the payload is part of a large value (a chunk of a long list), so
+        it gets the large-payload level; None decides by the payload's own size.
+        """
         if self.name == "none" or len(raw) < MIN_COMPRESS:
             return NONE, raw
         if self.name == "zstd":
             level = self.level
-            if self.level_for_large is not None and len(raw) >= LARGE_PAYLOAD:
+            if large is None:
+                large = len(raw) >= LARGE_PAYLOAD
+            if self.level_for_large is not None and large:
                 level = self.level_for_large
             packed = _zstd_compressor(level, threaded=len(raw) >= _THREADED_FROM).compress(raw)
             cid = ZSTD

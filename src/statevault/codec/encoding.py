@@ -11,7 +11,7 @@ Extension codes (never renumber: stored data uses them):
     1 tuple   2 set   3 frozenset   4 datetime   5 date   6 time   7 timedelta
     8 UUID    9 Decimal   10 int beyond 64 bits   11 (reserved)   12 complex
     13 Fraction   14 pure path   15 registered record   16 registered enum
-    17 NumPy array or scalar   18 OrderedDict   19 unknown record kept as is
+    17 NumPy array or scalar   18 OrderedDict   20-22 state-tree references
 
 `bytearray` and `memoryview` are written by msgpack as binary before any hook sees
 them, so they come back as `bytes` (documented in docs/values.md).
@@ -59,6 +59,10 @@ EXT_RECORD = 15
 EXT_ENUM = 16
 EXT_NDARRAY = 17
 EXT_ORDEREDDICT = 18
+# 20-29: state trees (statevault.tree); the codec itself never writes or reads them.
+EXT_REF = 20
+EXT_CHUNKED_LIST = 21
+EXT_CHUNKED_BYTES = 22
 
 UnknownTypes = Literal["error", "keep"]
 
@@ -122,7 +126,7 @@ class _Unsupported(Exception):
         self.reason = reason
 
 
-_ENCODE_ERRORS = (
+ENCODE_ERRORS = (
     _Unsupported,
     ValueError,
     TypeError,
@@ -226,7 +230,7 @@ class Codec:
             EXT_PATH: lambda v: _PATH_TYPES[v[0]](v[1]),
             EXT_RECORD: self._decode_record,
             EXT_ENUM: self._decode_enum,
-            EXT_NDARRAY: _decode_ndarray,
+            EXT_NDARRAY: decode_ndarray,
             EXT_ORDEREDDICT: collections.OrderedDict,
         }
 
@@ -242,6 +246,18 @@ class Codec:
         data: bytes = self._packer().pack(value)
         return data
 
+    def pack_value(self, value: Any) -> bytes:
+        """MessagePack bytes of `value`, raising one of `ENCODE_ERRORS` on failure.
+
+        For encoders that assemble a state from parts: on failure they call `explain`
+        with the whole state, which names the path of the value that failed.
+        """
+        return self._pack(value)
+
+    def explain(self, state: Any, error: BaseException) -> SerializationError:
+        """The `SerializationError` for a state that failed to encode, naming the path."""
+        return self._explain(state, error)
+
     def encode(self, value: Any) -> bytes:
         """MessagePack bytes of `value`.
 
@@ -251,7 +267,7 @@ class Codec:
         """
         try:
             return self._pack(value)
-        except _ENCODE_ERRORS as exc:
+        except ENCODE_ERRORS as exc:
             raise self._explain(value, exc) from None
 
     def encode_pieces(self, value: Any) -> Iterator[bytes]:
@@ -265,7 +281,7 @@ class Codec:
         """
         try:
             yield from self._pieces(value, _STREAM_DEPTH)
-        except _ENCODE_ERRORS as exc:
+        except ENCODE_ERRORS as exc:
             raise self._explain(value, exc) from None
 
     def _pieces(self, value: Any, depth: int) -> Iterator[bytes]:
@@ -358,12 +374,16 @@ class Codec:
             CorruptionError: the bytes are not a valid encoding.
         """
         try:
-            with _gc_paused(len(data) >= _GC_PAUSE_FROM):
+            with gc_paused(len(data) >= _GC_PAUSE_FROM):
                 return self._decoder.decode(data)
         except (SerializationError, CorruptionError):
             raise
         except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
             raise CorruptionError(f"stored value does not decode ({exc})") from exc
+
+    def decode_ext(self, code: int, data: memoryview) -> Any:
+        """Decode one extension value (for decoders that handle more codes first)."""
+        return self._ext_hook(code, data)
 
     def _ext_hook(self, code: int, data: memoryview) -> Any:
         if code == EXT_UUID:
@@ -556,7 +576,7 @@ def _ndarray_fields(o: Any) -> list[Any]:
     return [descr, None if scalar else list(arr.shape), data]
 
 
-def _decode_ndarray(v: list[Any]) -> Any:
+def decode_ndarray(v: list[Any]) -> Any:
     try:
         import numpy as np  # noqa: PLC0415 - optional dependency
     except ImportError as exc:
@@ -578,7 +598,7 @@ def _decode_ndarray(v: list[Any]) -> Any:
 
 
 @contextmanager
-def _gc_paused(pause: bool) -> Iterator[None]:
+def gc_paused(pause: bool) -> Iterator[None]:
     if not pause or not gc.isenabled():
         yield
         return

@@ -5,7 +5,7 @@ An object envelope is a fixed 30-byte header and the (maybe compressed) payload:
     offset  size  field
     0       2     magic b"SV"
     2       1     format version (1)
-    3       1     encoding id (1 = statevault MessagePack values)
+    3       1     encoding id (1 value, 2 tree node, 3 raw bytes)
     4       1     compression id (0 none, 1 zstd, 2 lz4)
     5       1     flags (0; reserved)
     6       4     compression dictionary id (0 = none), little-endian
@@ -37,6 +37,12 @@ from statevault.errors import CorruptionError, UnsupportedFormatError
 MAGIC = b"SV"
 FORMAT_VERSION = 1
 ENCODING_MSGPACK = 1
+"""A whole value (vault format 1 roots; still read)."""
+ENCODING_TREE = 2
+"""A state-tree node: MessagePack `[child digests, value]`, see `statevault.tree`."""
+ENCODING_RAW = 3
+"""Raw bytes: one chunk of a large `bytes` value or array buffer."""
+ENCODINGS = frozenset({ENCODING_MSGPACK, ENCODING_TREE, ENCODING_RAW})
 
 _HEADER = struct.Struct("<2sBBBBIQQ")
 _CRC = struct.Struct("<I")
@@ -54,10 +60,21 @@ class Packed:
     raw_size: int
 
 
-def pack(raw: bytes, compression: comp.Compression, *, encoding: int = ENCODING_MSGPACK) -> Packed:
-    """Digest, compress and frame `raw` bytes."""
-    key = digest(raw)
-    cid, payload = compression.compress(raw)
+def pack(
+    raw: bytes,
+    compression: comp.Compression,
+    *,
+    encoding: int = ENCODING_MSGPACK,
+    key: bytes | None = None,
+    large: bool | None = None,
+) -> Packed:
+    """Digest (unless `key` is already known), compress and frame `raw` bytes.
+
+    `large`: see `Compression.compress`.
+    """
+    if key is None:
+        key = digest(raw)
+    cid, payload = compression.compress(raw, large=large)
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, encoding, cid, 0, 0, len(raw), len(payload))
     crc = zlib.crc32(payload, zlib.crc32(header))
     return Packed(key, b"".join((header, _CRC.pack(crc), payload)), len(raw))
@@ -150,7 +167,7 @@ def unpack(data: bytes | memoryview, expected_digest: bytes) -> Unpacked:
         raise UnsupportedFormatError(found=version, supported=FORMAT_VERSION, what="object")
     if version == 0:
         raise CorruptionError("format version 0 does not exist", digest=hexdigest)
-    if encoding != ENCODING_MSGPACK or flags != 0:
+    if encoding not in ENCODINGS or flags != 0:
         raise CorruptionError(f"unknown encoding {encoding} or flags {flags}", digest=hexdigest)
     if len(data) - HEADER_SIZE != payload_length:
         raise CorruptionError(

@@ -20,9 +20,10 @@ from typing import Any
 from statevault.backends.base import Backend
 from statevault.codec.compression import Compression
 from statevault.codec.encoding import Codec
-from statevault.codec.envelope import Packed, pack_pieces, unpack
+from statevault.codec.envelope import pack
 from statevault.engine.records import CheckpointRecord, open_record, seal_record
 from statevault.errors import CorruptionError, SerializationError
+from statevault.tree import TreeReader, TreeWriter, WrittenTree
 
 INLINE_LIMIT = 4096
 """A root object up to this size is kept inside its checkpoint record: one row or
@@ -81,6 +82,8 @@ class Engine:
         self.backend = backend
         self.codec = codec
         self.compression = compression
+        self.format_version = 2
+        """The vault's format: 1 writes each state as one object, 2 as a tree."""
 
     # -- reading -------------------------------------------------------------------------
     def head(self, run_id: str) -> tuple[Head, CheckpointRecord | None]:
@@ -97,8 +100,11 @@ class Engine:
             return None
         return open_record(sealed, run_id=run_id, seq=seq)
 
-    def load_state(self, record: CheckpointRecord) -> Any:
-        """Decode a checkpoint's state, verifying every byte read."""
+    def load_state(self, record: CheckpointRecord) -> tuple[Any, frozenset[bytes]]:
+        """Decode a checkpoint's state, verifying every byte read.
+
+        Returns the state and the digests of its tree (what the vault holds for sure).
+        """
         if record.inline is not None:
             data = record.inline
         else:
@@ -112,11 +118,11 @@ class Engine:
                     hint="Run `statevault verify PATH` to see which checkpoints are whole.",
                 )
             data = found[record.root]
+        reader = TreeReader(self.backend.get_objects, self.codec)
         try:
-            unpacked = unpack(data, record.root)
-            return self.codec.decode(unpacked.raw)
+            return reader.load(record.root, data), frozenset(reader.digests)
         except CorruptionError as exc:
-            raise exc.located(run_id=record.run, seq=record.seq) from exc
+            raise exc.located(run_id=record.run, seq=record.seq) from None
         except SerializationError as exc:
             raise exc.in_checkpoint(record.run, record.seq) from None
 
@@ -144,35 +150,41 @@ class Engine:
         )
 
     # -- writing -------------------------------------------------------------------------
-    def encode_state(self, state: Any) -> Packed:
-        """Encode, digest and compress a state; raises before anything is written."""
-        return pack_pieces(self.codec.encode_pieces(state), self.compression)
+    def encode_state(self, state: Any, *, known: frozenset[bytes] = frozenset()) -> WrittenTree:
+        """Encode a state as a tree; raises before anything is written.
+
+        Objects in `known` (the digests of a tree this vault holds) are not compressed.
+        """
+        if self.format_version == 1:
+            root = pack(self.codec.encode(state), self.compression)
+            return WrittenTree(root, digests={root.digest}, raw_bytes=root.raw_size)
+        return TreeWriter(self.codec, self.compression, known=known).write(state)
 
     def commit(
-        self, run_id: str, packed: Packed, *, meta: dict[str, Any] | None, parent: Head
+        self, run_id: str, tree: WrittenTree, *, meta: dict[str, Any] | None, parent: Head
     ) -> tuple[CheckpointRecord, Head]:
         """Store one checkpoint on top of `parent`; raises ConflictError if the head moved."""
         if meta is not None and not isinstance(meta, dict):
             raise TypeError(f"meta must be a dict; got {type(meta).__qualname__}")
         meta_bytes = self.codec.encode(meta) if meta else b""
-        inline = packed.data if len(packed.data) <= INLINE_LIMIT else None
-        objects: list[tuple[bytes, bytes]] = []
-        stored = len(packed.data)
+        root = tree.root
+        inline = root.data if len(root.data) <= INLINE_LIMIT else None
+        candidates = [(p.digest, p.data) for p in tree.objects]
         if inline is None:
-            if self.backend.has_objects([packed.digest]):
-                stored = 0
-            else:
-                objects.append((packed.digest, packed.data))
+            candidates.append((root.digest, root.data))
+        present = self.backend.has_objects(d for d, _ in candidates) if candidates else set()
+        objects = [(d, data) for d, data in candidates if d not in present]
+        stored = sum(len(data) for _, data in objects) + (len(inline) if inline else 0)
         record = CheckpointRecord(
             run=run_id,
             seq=parent.seq + 1,
             parent=parent.seq,
             parent_hash=parent.record_hash,
-            root=packed.digest,
+            root=root.digest,
             inline=inline,
             created_ns=time.time_ns(),
             meta=meta_bytes,
-            raw_bytes=packed.raw_size,
+            raw_bytes=tree.raw_bytes,
             stored_bytes=stored,
         )
         sealed, _ = seal_record(record)

@@ -1,10 +1,12 @@
 """`verify`: read every byte of a vault and report what is damaged, without raising.
 
 Checks, per run: each record's checksum and format, that seqs run 1..head with no
-gap, that each record chains to its parent's hash, and that its state object is
-present, passes its digest and decodes. Then every stored object is read once and
-checked against its digest. Objects no checkpoint refers to (left by a save that
-crashed before its record) are counted, not reported: they are harmless.
+gap, that each record chains to its parent's hash. Then every checkpoint's state
+tree is walked from its root: each object present, passing its digest, and its
+value decoding (shared objects are read once, and a damaged one is reported for
+every checkpoint that uses it). Finally every other stored object is read and
+checked. Objects no checkpoint refers to (left by a save that crashed before its
+record) are counted, not reported: they are harmless.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from statevault.codec.encoding import Codec
-from statevault.codec.envelope import unpack
 from statevault.engine.checkpoints import Engine
 from statevault.engine.records import CheckpointRecord, open_record
 from statevault.errors import StateVaultError
+from statevault.tree.read import check_value, unpack_node
 
 _OBJECT_BATCH = 32
 
@@ -80,6 +82,10 @@ class _Verifier:
         self.codec = Codec(engine.codec.registry, unknown_types="keep")
         self.problems: list[Problem] = []
         self.users: dict[bytes, list[tuple[str, int]]] = defaultdict(list)
+        self.roots: list[tuple[bytes, bytes | None, tuple[str, int]]] = []
+        self.nodes: dict[bytes, list[bytes] | None] = {}
+        self.damaged: set[bytes] = set()
+        self.damage: dict[bytes, str] = {}
         self.runs = self.checkpoints = self.objects = self.bytes_read = 0
 
     def problem(self, kind: str, message: str, **where: object) -> None:
@@ -122,43 +128,72 @@ class _Verifier:
 
     def check_state(self, record: CheckpointRecord) -> None:
         if record.inline is None:
-            self.users[record.root].append((record.run, record.seq))
-            return
-        try:
-            self.codec.decode(unpack(record.inline, record.root).raw)
-        except StateVaultError as exc:
+            self.roots.append((record.root, None, (record.run, record.seq)))
+        else:
+            self.roots.append((record.root, record.inline, (record.run, record.seq)))
+
+    def walk_trees(self) -> None:
+        """Check every object reachable from a checkpoint, once, naming all its users."""
+        stack = list(reversed(self.roots))
+        while stack:
+            batch: list[tuple[bytes, bytes | None, tuple[str, int]]] = []
+            while stack and len(batch) < _OBJECT_BATCH:
+                batch.append(stack.pop())
+            wanted = [key for key, inline, _ in batch if inline is None and key not in self.nodes]
+            found = self.backend.get_objects(wanted) if wanted else {}
+            for key, inline, user in batch:
+                self.users[key].append(user)
+                if key not in self.nodes:
+                    data = inline if inline is not None else found.get(key)
+                    self.nodes[key] = self.check_object(key, data, user, stored=inline is None)
+                for child in self.nodes[key] or ():
+                    stack.append((child, None, user))
+
+    def check_object(
+        self, key: bytes, data: bytes | None, user: tuple[str, int], *, stored: bool
+    ) -> list[bytes] | None:
+        """Verify one object; its children, or None when it is missing or damaged."""
+        if data is None:
             self.problem(
-                "state", _detail(exc), run_id=record.run, seq=record.seq, digest=record.root.hex()
+                "missing-object",
+                "an object of its state is missing",
+                run_id=user[0],
+                seq=user[1],
+                digest=key.hex(),
             )
+            return None
+        if stored:  # an inline root was counted with its record
+            self.objects += 1
+            self.bytes_read += len(data)
+        try:
+            node = unpack_node(data, key)
+            check_value(node, self.codec)
+        except StateVaultError as exc:
+            self.damaged.add(key)
+            self.damage[key] = _detail(exc)
+            return None
+        return node.children
+
+    def report_damaged(self) -> None:
+        for key in self.damaged:
+            for run_id, seq in self.users[key]:
+                self.problem("object", self.damage[key], run_id=run_id, seq=seq, digest=key.hex())
 
     def check_objects(self) -> int:
-        referenced = set(self.users)
-        seen: set[bytes] = set()
-        for batch in _batches(self.backend.scan_objects(), _OBJECT_BATCH):
+        """Read every object no checkpoint reaches; returns how many there are."""
+        unreachable = 0
+        for batch in _batches(
+            (k for k in self.backend.scan_objects() if k not in self.nodes), _OBJECT_BATCH
+        ):
             for key, data in self.backend.get_objects(batch).items():
-                seen.add(key)
+                unreachable += 1
                 self.objects += 1
                 self.bytes_read += len(data)
                 try:
-                    unpacked = unpack(data, key)
-                    if key in referenced:
-                        self.codec.decode(unpacked.raw)
+                    unpack_node(data, key)
                 except StateVaultError as exc:
-                    users: list[tuple[str | None, int | None]] = list(self.users.get(key, []))
-                    for run_id, seq in users or [(None, None)]:
-                        self.problem(
-                            "object", _detail(exc), run_id=run_id, seq=seq, digest=key.hex()
-                        )
-        for key in referenced - seen:
-            for run_id, seq in self.users[key]:
-                self.problem(
-                    "missing-object",
-                    "the checkpoint's state object is missing",
-                    run_id=run_id,
-                    seq=seq,
-                    digest=key.hex(),
-                )
-        return len(seen - referenced)
+                    self.problem("object", _detail(exc), digest=key.hex())
+        return unreachable
 
 
 def _detail(exc: StateVaultError) -> str:
@@ -181,6 +216,8 @@ def verify(engine: Engine) -> VerifyReport:
     verifier = _Verifier(engine)
     for run_id in engine.backend.list_runs(""):
         verifier.check_run(run_id)
+    verifier.walk_trees()
+    verifier.report_damaged()
     unreferenced = verifier.check_objects()
     problems = sorted(
         verifier.problems, key=lambda p: (p.run_id or "", p.seq or 0, p.kind, p.digest or "")
