@@ -5,9 +5,8 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Mapping
 
-from statevault.backends.files import FilesBackend
-
 from statevault.backends.base import Backend
+from statevault.backends.files import FilesBackend
 from statevault.backends.memory import MemoryBackend
 from statevault.backends.sqlite import SqliteBackend
 from statevault.testing import BackendConformance, VaultConformance
