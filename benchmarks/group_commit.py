@@ -1,0 +1,207 @@
+"""Durable small commits per second from 1, 4 and 16 threads of one process (SQLite).
+
+Usage, from the repository root:
+
+    .venv/bin/python -m benchmarks.group_commit            # about 20 s
+    .venv/bin/python -m benchmarks.group_commit --reps 3 --commits 1200
+
+Each thread commits small checkpoints (a few hundred bytes) to a run of its own, with
+`durability="fsync"`, two ways:
+- `api`: `vault.run(f"t{i}").save(state)`, the public call (encoding, sealing and the
+  commit included);
+- `backend`: `SqliteBackend.commit_checkpoint` with a ready 300-byte record, so only
+  the storage path is measured.
+
+A configuration's throughput is its total commits divided by the wall time from the
+moment every thread is released to the moment the last one finishes. Configurations
+are measured alternately, each in a fresh vault, and the median of the reps is
+printed; on this shared VM the machine drifts by tens of percent over a minute, so
+numbers of one run are compared with each other, never with another run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+# Measure the statevault of this checkout, whatever the environment has installed.
+_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+if os.path.isdir(os.path.join(_SRC, "statevault")):
+    sys.path.insert(0, _SRC)
+
+import statevault  # noqa: E402 - after the path is set
+from benchmarks.report import fs_type  # noqa: E402
+from benchmarks.run import choose_dir  # noqa: E402
+from statevault.backends.sqlite import SqliteBackend  # noqa: E402
+
+THREADS = (1, 4, 16)
+KINDS = ("api", "backend")
+RECORD_BYTES = 300
+NOTE_CHARS = 48
+TARGET_SPEEDUP = 5.0
+
+Worker = Callable[[], None]
+
+
+def progress_state(t: int, n: int) -> dict[str, Any]:
+    """A small progress checkpoint; its sealed record is about `RECORD_BYTES` long."""
+    return {
+        "step": n,
+        "status": "running",
+        "cursor": f"{t:04x}{n:028x}",
+        "updated": 1_767_225_600.25 + n,
+        # Hex digits, so that compression leaves the record at about its raw size.
+        "note": hashlib.sha256(b"%d:%d" % (t, n)).hexdigest()[:NOTE_CHARS],
+    }
+
+
+def _api_workers(
+    path: str, threads: int, per_thread: int
+) -> tuple[list[Worker], Callable[[], None]]:
+    vault = statevault.open(path)
+    runs = [vault.run(f"t{i}") for i in range(threads)]
+    # States are built before the clock starts: the benchmark measures saving them.
+    states = [[progress_state(t, n) for n in range(per_thread)] for t in range(threads)]
+
+    def worker(t: int) -> Worker:
+        def go() -> None:
+            run = runs[t]
+            for state in states[t]:
+                run.save(state)
+
+        return go
+
+    return [worker(t) for t in range(threads)], vault.close
+
+
+def _backend_workers(
+    path: str, threads: int, per_thread: int
+) -> tuple[list[Worker], Callable[[], None]]:
+    backend = SqliteBackend(path, initial_meta={})
+
+    def worker(t: int) -> Worker:
+        def go() -> None:
+            run_id = f"t{t}"
+            for seq in range(1, per_thread + 1):
+                record = (b"%s:%d:" % (run_id.encode(), seq)).ljust(RECORD_BYTES, b"r")
+                backend.commit_checkpoint(run_id, seq, record, expected_head=seq - 1)
+
+        return go
+
+    return [worker(t) for t in range(threads)], backend.close
+
+
+def api_record_bytes(root: str) -> int:
+    """The size of one checkpoint record as `api` stores it."""
+    directory = tempfile.mkdtemp(prefix="size-", dir=root)
+    path = os.path.join(directory, "vault.db")
+    try:
+        with statevault.open(path) as vault:
+            vault.run("t0").save(progress_state(0, 1))
+        backend = SqliteBackend(path, initial_meta={}, create=False)
+        try:
+            return len(backend.read_checkpoint("t0", 1) or b"")
+        finally:
+            backend.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def measure(kind: str, threads: int, commits: int, root: str) -> float:
+    """Commits per second of one rep, in a fresh vault removed afterwards."""
+    directory = tempfile.mkdtemp(prefix=f"{kind}-{threads}-", dir=root)
+    path = os.path.join(directory, "vault.db")
+    per_thread = commits // threads
+    make = _api_workers if kind == "api" else _backend_workers
+    workers, close = make(path, threads, per_thread)
+    start = threading.Barrier(threads + 1)
+    failures: list[BaseException] = []
+
+    def body(work: Worker) -> None:
+        start.wait()
+        try:
+            work()
+        except BaseException as exc:
+            failures.append(exc)
+
+    pool = [threading.Thread(target=body, args=(w,)) for w in workers]
+    try:
+        for t in pool:
+            t.start()
+        gc.collect()
+        start.wait()
+        t0 = time.perf_counter()
+        for t in pool:
+            t.join()
+        elapsed = time.perf_counter() - t0
+    finally:
+        close()
+        shutil.rmtree(directory, ignore_errors=True)
+    if failures:
+        raise failures[0]
+    return per_thread * threads / elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.group_commit")
+    ap.add_argument("--reps", type=int, default=5, help="measured reps per configuration")
+    ap.add_argument("--commits", type=int, default=2400, help="commits per rep (all threads)")
+    ap.add_argument("--dir", help="where to write (default: temp dir if on the repo's disk)")
+    args = ap.parse_args(argv)
+
+    root = tempfile.mkdtemp(prefix="statevault-group-commit-", dir=choose_dir(args.dir))
+    configs = [(kind, n) for kind in KINDS for n in THREADS]
+    rates: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
+    print(f"writing to {root} on {fs_type(root)}; {os.cpu_count()} CPUs", flush=True)
+    try:
+        record_bytes = {"api": api_record_bytes(root), "backend": RECORD_BYTES}
+        warmup = 1
+        for i in range(warmup + args.reps):
+            # Alternate the order so that no configuration always runs first after a pause.
+            for config in configs if i % 2 == 0 else configs[::-1]:
+                rate = measure(*config, args.commits, root)
+                if i >= warmup:
+                    rates[config].append(rate)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    print()
+    print(
+        f"durable commits/s (durability='fsync'), median of {args.reps} reps of "
+        f"{args.commits} commits; each thread commits to a run of its own"
+    )
+    print(
+        f"{'path':<9}{'record':>8}{'threads':>8}{'commits/s':>12}{'min':>9}{'max':>9}"
+        f"{'vs 1 thread':>13}"
+    )
+    ok = True
+    for kind in KINDS:
+        base = statistics.median(rates[(kind, 1)])
+        for n in THREADS:
+            values = rates[(kind, n)]
+            med = statistics.median(values)
+            print(
+                f"{kind:<9}{record_bytes[kind]:>6} B{n:>8}{med:>12,.0f}{min(values):>9,.0f}"
+                f"{max(values):>9,.0f}{med / base:>12.1f}x"
+            )
+        speedup = statistics.median(rates[(kind, THREADS[-1])]) / base
+        ok = ok and speedup >= TARGET_SPEEDUP
+    print(
+        f"\ntarget: {THREADS[-1]} threads >= {TARGET_SPEEDUP:g}x one thread on both paths: "
+        f"{'met' if ok else 'NOT met'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
