@@ -15,9 +15,11 @@ __version__ = "0.1.0"
 
 from typing import Any
 
+from statevault import ops
 from statevault.codec.encoding import UnknownRecord
 from statevault.codec.registry import GLOBAL_REGISTRY
 from statevault.engine.checkpoints import Checkpoint
+from statevault.engine.journal import CheckpointPolicy
 from statevault.engine.verify import Problem, VerifyReport
 from statevault.errors import (
     CheckpointNotFound,
@@ -61,6 +63,7 @@ __all__ = [
     "FORMAT_VERSION",
     "Checkpoint",
     "CheckpointNotFound",
+    "CheckpointPolicy",
     "ConflictError",
     "CorruptionError",
     "DurabilityError",
@@ -82,5 +85,6 @@ __all__ = [
     "__version__",
     "lookup",
     "open",
+    "ops",
     "register",
 ]

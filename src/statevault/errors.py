@@ -220,6 +220,57 @@ class DurabilityError(StorageError):
     """
 
 
+class OpError(StateVaultError, ValueError):
+    """A delta operation does not fit the state it is applied to.
+
+    `statevault.ops.apply` raises it with the state exactly as it was before its first
+    operation: a batch of operations is applied whole or not at all.
+
+    Attributes:
+        op: the operation's name (`"set"`, `"append"`, ...).
+        path: where it applies, as text (`results.rows[17]`); `""` is the whole state.
+        found: what stands where the operation failed (a short description), when known.
+        index: the position of the failing operation in the batch, when applied as one.
+    """
+
+    def __init__(
+        self,
+        op: str,
+        path: str,
+        reason: str,
+        *,
+        found: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = path or "the state root"
+        text = f"cannot {op} at {where}: {reason}"
+        if hint:
+            text = f"{text}. {hint}"
+        super().__init__(text)
+        self.op = op
+        self.path = path
+        self.found = found
+        self.index: int | None = None
+
+    def in_batch(self, index: int, total: int) -> OpError:
+        """The same error, its message naming the failing operation's place in the batch."""
+        if self.index is None:
+            self.index = index
+            self.args = (
+                f"operation {index + 1} of {total} failed, so none was applied: {self.args[0]}",
+                *self.args[1:],
+            )
+        return self
+
+
+class TransactionError(StateVaultError, RuntimeError):
+    """A tracked view of a transaction's state was used in a way that cannot be recorded.
+
+    Raised for a view used after its transaction ended, and for a view whose object an
+    earlier change in the same transaction replaced or moved. Nothing was changed.
+    """
+
+
 def describe(value: Any) -> str:
     """A short description of a value for error messages: its type and a clipped repr."""
     text = repr(value)

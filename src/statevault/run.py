@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
 
+from statevault import ops as ops_module
 from statevault import paths
 from statevault.backends.base import check_run_id
 from statevault.engine.checkpoints import NO_HEAD, Checkpoint, Engine, Head
+from statevault.engine.journal import (
+    KIND_FOLD,
+    STATE_KINDS,
+    CheckpointPolicy,
+    Since,
+    commit_delta,
+    materialize,
+    read_newest,
+)
 from statevault.engine.records import open_record
 from statevault.errors import CheckpointNotFound, ConflictError, RunNotFound
 
@@ -22,6 +34,7 @@ class _Missing:
 
 
 MISSING: Final = _Missing()
+_NOTHING: Final = object()
 
 _FORCE_RETRIES = 20
 
@@ -30,24 +43,32 @@ class Run:
     """A handle on one run. Get one with `vault.run("order-42")`.
 
     A handle remembers the head it last loaded or saved (or saw when it was made).
-    `save` commits only on top of that head, so a writer never overwrites a
-    checkpoint it has not seen: it gets `ConflictError` instead.
+    Every commit (`save`, a transaction, `apply`) lands only on top of that head, so
+    a writer never overwrites a checkpoint it has not seen: it gets `ConflictError`.
+
+    A handle may be shared by threads; a transaction holds it for its duration.
 
     Example:
         >>> run = vault.run("order-42")            # doctest: +SKIP
-        >>> run.save({"step": 1})                  # doctest: +SKIP
-        >>> run.load()                             # doctest: +SKIP
-        {'step': 1}
+        >>> run.save({"step": 1, "messages": []})  # doctest: +SKIP
+        >>> with run.transaction() as s:           # doctest: +SKIP
+        ...     s["messages"].append("hello")
+        ...     s["step"] += 1
     """
 
-    def __init__(self, engine: Engine, run_id: str) -> None:
+    def __init__(self, engine: Engine, run_id: str, *, policy: CheckpointPolicy) -> None:
         self._engine = engine
         self._id = check_run_id(run_id)
-        self._lock = threading.Lock()
+        self._policy = policy
+        self._lock = threading.RLock()
         self._known, _ = engine.head(run_id)
         # Digests of the newest tree this handle saved or loaded: the vault holds them,
         # so the next save neither compresses nor writes them again.
         self._known_objects: frozenset[bytes] = frozenset()
+        # The state at the known head, owned by this handle (never handed out), so a
+        # transaction costs its change, not a load. Valid only with `_since`.
+        self._cache: Any = _NOTHING
+        self._since = Since()
 
     @property
     def id(self) -> str:
@@ -56,7 +77,7 @@ class Run:
     def __repr__(self) -> str:
         return f"<Run {self._id!r} at checkpoint {self._known.seq}>"
 
-    # -- writing -----------------------------------------------------------------------
+    # -- writing whole states ----------------------------------------------------------
     def save(
         self, state: Any, *, meta: dict[str, Any] | None = None, force: bool = False
     ) -> Checkpoint:
@@ -78,14 +99,16 @@ class Run:
             ConflictError: another writer moved the head since this handle last saw it
                 (nothing was written).
         """
-        tree = self._engine.encode_state(state, known=self._known_objects)
         with self._lock:
+            tree = self._engine.encode_state(state, known=self._known_objects)
             if not force:
                 record, head = self._engine.commit(self._id, tree, meta=meta, parent=self._known)
             else:
                 record, head = self._commit_forced(tree, meta)
             self._known = head
             self._known_objects = frozenset(tree.digests)
+            self._cache = _NOTHING  # the caller owns `state`; it may change it later
+            self._since = Since().after(record)
         return self._engine.checkpoint(record, head.record_hash)
 
     def _commit_forced(
@@ -101,11 +124,180 @@ class Run:
             self._id, expected=current.seq, actual=self._engine.head(self._id)[0].seq
         )
 
+    # -- writing changes: the journal ---------------------------------------------------
+    @contextmanager
+    def transaction(
+        self, *, meta: dict[str, Any] | None = None, default: Any = MISSING
+    ) -> Iterator[Any]:
+        """Change the state through a tracked view; the changes commit as one journal entry.
+
+        The entry is durable when the `with` block exits. An exception inside the
+        block rolls every change back and commits nothing. The cost is the size of
+        the change, not of the state.
+
+        Args:
+            meta: a small dict stored with the entry.
+            default: the starting state when the run has no checkpoint yet (then the
+                first commit is a whole state).
+
+        Raises:
+            ConflictError: another writer committed since this handle's head (nothing
+                was written; the next transaction starts from the newer state).
+            RunNotFound: the run has no checkpoint and no `default` was given.
+            TransactionError: something was changed that the view cannot track.
+
+        Example:
+            >>> with run.transaction() as s:       # doctest: +SKIP
+            ...     s["messages"].append({"role": "user", "text": "hi"})
+            ...     s["step"] += 1
+        """
+        from statevault.engine.tracking import track  # noqa: PLC0415 - only transactions need it
+
+        with self._lock:
+            if self._cache is _NOTHING:
+                self._refresh(allow_empty=default is not MISSING)
+            if self._cache is _NOTHING:  # the run is empty and a default was given
+                self._cache = ops_module.copy_value(default)
+            base = self._known
+            view, recorder = track(self._cache)
+            try:
+                yield view
+            except BaseException:
+                recorder.rollback()
+                if base.seq == 0:
+                    self._cache = _NOTHING
+                raise
+            operations = recorder.ops
+            try:
+                if operations:
+                    self._cache = recorder.state
+                    if base.seq == 0:
+                        self._commit_state(self._cache, meta=meta, kind="state")
+                    else:
+                        self._commit_delta(operations, meta)
+            except BaseException as exc:
+                recorder.rollback()
+                self._after_failed_commit(exc)
+                raise
+            recorder.close()  # views kept past the block refuse further changes
+
+    def apply(
+        self, operations: Iterable[ops_module.Op], *, meta: dict[str, Any] | None = None
+    ) -> Checkpoint:
+        """Commit delta operations (`statevault.ops`) as one journal entry.
+
+        Raises:
+            OpError: an operation does not fit the state (nothing was written).
+            ConflictError: another writer committed since this handle's head.
+            RunNotFound: the run has no checkpoint to apply them to.
+
+        Example:
+            >>> from statevault import ops
+            >>> run.apply([ops.increment("step"), ops.append("log", "x")])  # doctest: +SKIP
+        """
+        batch = list(operations)
+        with self._lock:
+            state = self._materialized()
+            undo = ops_module.UndoLog()
+            root = ops_module.Root(state)
+            try:
+                for op in batch:
+                    ops_module.apply_one(root, op, undo)
+            except BaseException:
+                undo.rollback()
+                raise
+            self._cache = root.value
+            try:
+                return self._commit_delta(batch, meta)
+            except BaseException as exc:
+                self._after_failed_commit(exc)
+                raise
+
+    def checkpoint(self, *, meta: dict[str, Any] | None = None) -> Checkpoint:
+        """Fold the journal into a state entry now (a no-op if the head is one already).
+
+        Returns:
+            The newest checkpoint afterwards.
+        """
+        with self._lock:
+            state = self._materialized()
+            head, record = self._engine.head(self._id)
+            if record is not None and record.kind in STATE_KINDS and head == self._known:
+                return self._engine.checkpoint(record, head.record_hash)
+            return self._commit_state(state, meta=meta, kind=KIND_FOLD)
+
+    def _commit_delta(
+        self, operations: list[ops_module.Op], meta: dict[str, Any] | None
+    ) -> Checkpoint:
+        record, head = commit_delta(
+            self._engine, self._id, operations, meta=meta, parent=self._known
+        )
+        self._known = head
+        self._since = self._since.after(record)
+        checkpoint = self._engine.checkpoint(record, head.record_hash)
+        if self._since.due(self._policy):
+            # Another writer may have moved on: the fold is only an optimization, so a
+            # conflict skips it (this handle's next commit conflicts too and reloads).
+            with suppress(ConflictError):
+                self._commit_state(self._cache, meta=None, kind=KIND_FOLD)
+        return checkpoint
+
+    def _commit_state(self, state: Any, *, meta: dict[str, Any] | None, kind: str) -> Checkpoint:
+        tree = self._engine.encode_state(state, known=self._known_objects)
+        record, head = self._engine.commit(self._id, tree, meta=meta, parent=self._known, kind=kind)
+        self._known = head
+        self._known_objects = frozenset(tree.digests)
+        self._since = Since().after(record)
+        return self._engine.checkpoint(record, head.record_hash)
+
+    def _after_failed_commit(self, exc: BaseException) -> None:
+        """Drop state that was never committed; after a conflict, adopt the newer head,
+        so the caller's retry starts from it (and does not conflict a second time)."""
+        self._cache = _NOTHING
+        if isinstance(exc, ConflictError):
+            with suppress(ConflictError, RunNotFound):
+                self._refresh(allow_empty=True)
+
+    def _materialized(self) -> Any:
+        """The state at the head, from this handle's cache or loaded (lock held)."""
+        if self._cache is _NOTHING:
+            self._refresh(allow_empty=False)
+        return self._cache
+
+    def _refresh(self, *, allow_empty: bool) -> None:
+        """Load the newest state into the cache (lock held).
+
+        If the newest head is not the one this handle knew, the handle adopts it and
+        raises `ConflictError`: a change is never applied to a state its writer has
+        not seen, and the retry starts from the newer state.
+        """
+        newest = read_newest(self._engine, self._id, window=self._policy.records + 2)
+        expected = self._known
+        if not newest:
+            self._known, self._cache, self._since = NO_HEAD, _NOTHING, Since()
+            if expected.seq != 0:
+                raise ConflictError(self._id, expected=expected.seq, actual=0)
+            if not allow_empty:
+                raise RunNotFound(self._id)
+            return
+        record, sealed = newest[0]
+        state, digests, since = materialize(
+            self._engine, self._id, record, newer=[r for r, _ in newest[1:]]
+        )
+        self._known = Head(record.seq, sealed)
+        self._known_objects = digests
+        self._cache = state
+        self._since = since
+        if self._known != expected:
+            raise ConflictError(self._id, expected=expected.seq, actual=record.seq)
+
     # -- reading -----------------------------------------------------------------------
     def load(self, *, at: int | None = None, default: Any = MISSING) -> Any:
-        """The newest committed state, or that of checkpoint `at`.
+        """The newest committed state, or the state at checkpoint `at`.
 
-        Loading the newest state also makes it the head this handle saves on top of.
+        `at` is any seq of the run's history: a saved state, a journal entry (the
+        state right after that transaction), or a fold. Loading the newest state also
+        makes its head the one this handle commits on top of.
 
         Raises:
             RunNotFound: the run has no checkpoint and no `default` was given.
@@ -114,19 +306,25 @@ class Run:
             UnknownTypeError: the state holds a record of an unregistered class.
         """
         if at is None:
-            head, record = self._engine.head(self._id)
-            if record is None:
+            newest = read_newest(self._engine, self._id, window=self._policy.records + 2)
+            if not newest:
                 if default is not MISSING:
                     with self._lock:
-                        self._known = NO_HEAD
+                        self._known, self._cache, self._since = NO_HEAD, _NOTHING, Since()
                     return default
                 raise RunNotFound(self._id)
-            state, digests = self._engine.load_state(record)
+            record, sealed = newest[0]
+            state, digests, since = materialize(
+                self._engine, self._id, record, newer=[r for r, _ in newest[1:]]
+            )
             with self._lock:
-                self._known = head
+                self._known = Head(record.seq, sealed)
                 self._known_objects = digests
+                self._cache = _NOTHING  # `state` goes to the caller
+                self._since = since
             return state
-        return self._engine.load_state(self._record_at(at)[0])[0]
+        record, _ = self._record_at(at)
+        return materialize(self._engine, self._id, record, newer=[])[0]
 
     def get(self, path: str, *, at: int | None = None, default: Any = MISSING) -> Any:
         """The value at `path` (`"results.rows.17"`) in the newest state or checkpoint `at`.
@@ -154,7 +352,7 @@ class Run:
         return found
 
     def checkpoints(self, *, limit: int | None = None) -> list[Checkpoint]:
-        """The run's checkpoints, newest first (one read, whatever their number)."""
+        """The run's checkpoints (every kind), newest first, in one read."""
         stored = self._engine.backend.read_checkpoints(self._id, limit=limit)
         return [
             self._engine.checkpoint(*open_record(item.record, run_id=self._id, seq=item.seq))
@@ -175,5 +373,5 @@ class Run:
 
     @property
     def known_seq(self) -> int:
-        """The head seq this handle will save on top of (0: none)."""
+        """The head seq this handle will commit on top of (0: none)."""
         return self._known.seq

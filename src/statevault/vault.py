@@ -16,6 +16,7 @@ from statevault.codec.compression import Compression
 from statevault.codec.encoding import Codec, UnknownTypes
 from statevault.codec.registry import GLOBAL_REGISTRY, TypeRegistry
 from statevault.engine.checkpoints import Engine
+from statevault.engine.journal import CheckpointPolicy
 from statevault.engine.verify import VerifyReport, verify
 from statevault.errors import CorruptionError, NotAVaultError, UnsupportedFormatError
 from statevault.run import Run
@@ -87,6 +88,7 @@ def open(
     unknown_types: UnknownTypes = "error",
     timeout: float = 30.0,
     create: bool = True,
+    policy: CheckpointPolicy | None = None,
 ) -> Vault:
     """Open (or create) a vault.
 
@@ -102,6 +104,8 @@ def open(
         timeout: seconds to wait for another process's write lock (SQLite).
         create: when False, a location without a vault raises `NotAVaultError` and
             nothing is created (for tools that only read).
+        policy: when a run's journal is folded into a state entry (`CheckpointPolicy`:
+            every 100 entries, 1 MiB or 300 s by default); each run may override it.
 
     Raises:
         NotAVaultError: the path holds something else (nothing in it is changed).
@@ -123,7 +127,7 @@ def open(
         os.fspath(url), durability=durability, meta=meta, timeout=timeout, create=create
     )
     try:
-        return Vault(backend, Engine(backend, codec, settings))
+        return Vault(backend, Engine(backend, codec, settings), policy=policy)
     except BaseException:
         backend.close()
         raise
@@ -132,9 +136,12 @@ def open(
 class Vault:
     """A store of runs. Made by `statevault.open()`; close it, or use it as a context manager."""
 
-    def __init__(self, backend: Backend, engine: Engine) -> None:
+    def __init__(
+        self, backend: Backend, engine: Engine, *, policy: CheckpointPolicy | None = None
+    ) -> None:
         self._backend = backend
         self._engine = engine
+        self._policy = policy or CheckpointPolicy()
         meta = backend.get_meta()
         raw = meta.get(META_FORMAT, b"")
         if not raw.isdigit():
@@ -162,9 +169,14 @@ class Vault:
         """
         return self._engine.codec.registry.register(cls, name=name)
 
-    def run(self, run_id: str) -> Run:
-        """A handle on run `run_id` (a non-empty string of up to 256 characters)."""
-        return Run(self._engine, run_id)
+    def run(self, run_id: str, *, policy: CheckpointPolicy | None = None) -> Run:
+        """A handle on run `run_id` (a non-empty string of up to 256 characters).
+
+        Args:
+            policy: when this run's journal is folded into a state entry; defaults to
+                the vault's.
+        """
+        return Run(self._engine, run_id, policy=policy or self._policy)
 
     def runs(self, prefix: str = "") -> list[str]:
         """Ids of the runs that have checkpoints, sorted, optionally by prefix."""

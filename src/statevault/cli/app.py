@@ -99,6 +99,7 @@ def _checkpoint_json(ckpt: statevault.Checkpoint) -> dict[str, Any]:
     return {
         "seq": ckpt.seq,
         "parent": ckpt.parent,
+        "kind": ckpt.kind,
         "saved_at": ckpt.created_at,
         "digest": ckpt.digest,
         "raw_bytes": ckpt.raw_bytes,
@@ -210,6 +211,7 @@ def log(
     )
     table.add_column("seq", justify="right", no_wrap=True)
     table.add_column("saved (UTC)", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
     table.add_column("digest", no_wrap=True)
     table.add_column("state", justify="right", no_wrap=True)
     table.add_column("stored", justify="right", no_wrap=True)
@@ -218,7 +220,8 @@ def log(
         table.add_row(
             str(ckpt.seq),
             _time(ckpt.created_at),
-            short(ckpt.digest),
+            ckpt.kind,
+            short(ckpt.digest) if ckpt.digest else "",
             human_size(ckpt.raw_bytes),
             human_size(ckpt.stored_bytes),
             _meta_text(ckpt.meta),
@@ -280,8 +283,9 @@ def show(
     console = stdout()
     where = f" at {paths.format_path(keys)}" if keys else ""
     console.print(
-        f"run {run!r} checkpoint {ckpt.seq}{where} · saved {_time(ckpt.created_at)} UTC · "
-        f"digest {short(ckpt.digest)}",
+        f"run {run!r} checkpoint {ckpt.seq} ({ckpt.kind}){where} · saved "
+        f"{_time(ckpt.created_at)} UTC"
+        + (f" · digest {short(ckpt.digest)}" if ckpt.digest else ""),
         style=STYLE_DIM,
         soft_wrap=True,
         markup=False,

@@ -36,9 +36,13 @@ class Checkpoint:
 
     Attributes:
         run_id: the run.
-        seq: 1, 2, 3... per run.
+        seq: 1, 2, 3... per run: every committed step, whatever its kind.
         parent: the previous checkpoint's seq, or None for the first.
-        digest: BLAKE3 (hex) of the encoded state: equal states have equal digests.
+        kind: "state" (`save`), "delta" (a transaction or `apply`: operations on the
+            previous state) or "fold" (the state the deltas before it produced,
+            written by the checkpoint policy or `run.checkpoint()`).
+        digest: BLAKE3 (hex) of the encoded state's root: equal states have equal
+            digests. Empty for a delta.
         created_at: when it was committed (UTC).
         meta: the metadata given to `save`.
         raw_bytes: size of the encoded state before compression.
@@ -49,6 +53,7 @@ class Checkpoint:
     run_id: str
     seq: int
     parent: int | None
+    kind: str
     digest: str
     created_at: dt.datetime
     meta: dict[str, Any] = field(hash=False)
@@ -141,7 +146,8 @@ class Engine:
             run_id=record.run,
             seq=record.seq,
             parent=record.parent or None,
-            digest=record.root.hex(),
+            kind=record.kind,
+            digest="" if record.kind == "delta" else record.root.hex(),
             created_at=dt.datetime.fromtimestamp(record.created_ns / 1e9, tz=dt.UTC),
             meta=self.decode_meta(record),
             raw_bytes=record.raw_bytes,
@@ -161,7 +167,13 @@ class Engine:
         return TreeWriter(self.codec, self.compression, known=known).write(state)
 
     def commit(
-        self, run_id: str, tree: WrittenTree, *, meta: dict[str, Any] | None, parent: Head
+        self,
+        run_id: str,
+        tree: WrittenTree,
+        *,
+        meta: dict[str, Any] | None,
+        parent: Head,
+        kind: str = "state",
     ) -> tuple[CheckpointRecord, Head]:
         """Store one checkpoint on top of `parent`; raises ConflictError if the head moved."""
         if meta is not None and not isinstance(meta, dict):
@@ -180,6 +192,7 @@ class Engine:
             seq=parent.seq + 1,
             parent=parent.seq,
             parent_hash=parent.record_hash,
+            kind=kind,
             root=root.digest,
             inline=inline,
             created_ns=time.time_ns(),

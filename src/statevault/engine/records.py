@@ -25,8 +25,11 @@ class CheckpointRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
         seq: 1, 2, 3... per run.
         parent: the previous checkpoint's seq (0 for the first).
         parent_hash: BLAKE3 of the previous record's sealed bytes (empty for the first).
-        root: digest of the state's root object.
-        inline: the root object's envelope, when it is small enough to live here.
+        kind: "state" (a whole state), "delta" (operations on the previous entry's
+            state) or "fold" (a state written by the checkpoint policy).
+        root: digest of the state's root object; for a delta, of its operations.
+        inline: the root object's envelope, when it is small enough to live here; for
+            a delta, the envelope of its operations (always inline).
         created_ns: commit time, nanoseconds since the Unix epoch (UTC).
         meta: the user's metadata, encoded by the value codec.
         raw_bytes: encoded (uncompressed) size of the state.
@@ -38,6 +41,7 @@ class CheckpointRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     seq: int
     parent: int = 0
     parent_hash: bytes = b""
+    kind: str = "state"
     root: bytes
     inline: bytes | None = None
     created_ns: int
@@ -81,6 +85,8 @@ def open_record(sealed: bytes, *, run_id: str, seq: int) -> tuple[CheckpointReco
         raise UnsupportedFormatError(
             found=record.v, supported=RECORD_VERSION, what="checkpoint record"
         )
+    if record.kind not in ("state", "delta", "fold"):
+        raise CorruptionError(f"record of unknown kind {record.kind!r}", run_id=run_id, seq=seq)
     if record.run != run_id or record.seq != seq:
         raise CorruptionError(
             f"record belongs to run {record.run!r} checkpoint {record.seq}, not here",
