@@ -100,11 +100,16 @@ def lookup(value: Any, path: str | list[PathKey]) -> Any:
     keys = parse(path) if isinstance(path, str) else path
     current = value
     for depth, key in enumerate(keys):
-        current = _step(current, key, keys[:depth])
+        current = step(current, key, keys[:depth])
     return current
 
 
-def _step(current: Any, key: PathKey, before: list[PathKey]) -> Any:
+def step(current: Any, key: PathKey, before: list[PathKey]) -> Any:
+    """`current[key]`, for dicts, lists, tuples and records; `before` names where we are.
+
+    Raises:
+        KeyError: no such key, index or field (the message names the path so far).
+    """
     where = format_path(before) or "the state"
     if isinstance(current, dict):
         if key in current:

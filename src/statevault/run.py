@@ -17,6 +17,7 @@ from statevault.engine.journal import (
     CheckpointPolicy,
     Since,
     commit_delta,
+    delta_ops,
     materialize,
     read_newest,
 )
@@ -26,6 +27,15 @@ from statevault.errors import CheckpointNotFound, ConflictError, RunNotFound
 if TYPE_CHECKING:
     from statevault.engine.records import CheckpointRecord
     from statevault.tree import WrittenTree
+
+
+def _overlaps(changed: tuple[Any, ...] | list[Any], wanted: list[Any]) -> bool:
+    """Whether a change at path `changed` can alter the value at path `wanted`.
+
+    True when either path is a prefix of the other (keys compared loosely: `17` and
+    `"17"` count as the same, which can only make the answer more cautious).
+    """
+    return all(a == b or str(a) == str(b) for a, b in zip(changed, wanted, strict=False))
 
 
 class _Missing:
@@ -326,19 +336,52 @@ class Run:
         record, _ = self._record_at(at)
         return materialize(self._engine, self._id, record, newer=[])[0]
 
-    def get(self, path: str, *, at: int | None = None, default: Any = MISSING) -> Any:
+    def get(self, path: str | list[Any], *, at: int | None = None, default: Any = MISSING) -> Any:
         """The value at `path` (`"results.rows.17"`) in the newest state or checkpoint `at`.
+
+        Only the objects on the path are read: one field of a large state costs a few
+        small reads, not a load. If a journal entry since the last state entry changed
+        the path, the state is replayed first, so the answer is always exact.
 
         Raises:
             KeyError: the path does not exist (unless `default` is given).
         """
-        state = self.load(at=at)
+        keys = paths.parse(path) if isinstance(path, str) else list(path)
         try:
-            return paths.lookup(state, path)
+            return self._get(keys, at)
         except KeyError:
             if default is not MISSING:
                 return default
             raise
+
+    def _get(self, keys: list[Any], at: int | None) -> Any:
+        if at is None:
+            newest = [
+                r for r, _ in read_newest(self._engine, self._id, window=self._policy.records + 2)
+            ]
+            if not newest:
+                raise RunNotFound(self._id)
+        else:
+            newest = [self._record_at(at)[0]]
+        known = {r.seq: r for r in newest}
+        record = newest[0]
+        deltas: list[CheckpointRecord] = []
+        while record.kind not in STATE_KINDS:
+            deltas.append(record)
+            found = known.get(record.seq - 1)
+            if found is None:
+                stored = self._engine.record(self._id, record.seq - 1)
+                if stored is None:  # let materialize name the damage
+                    return paths.lookup(
+                        materialize(self._engine, self._id, newest[0], newer=newest[1:])[0], keys
+                    )
+                found = stored[0]
+            record = found
+        touched = (op.path for delta in deltas for op in delta_ops(self._engine, delta))
+        if any(_overlaps(path, keys) for path in touched):
+            state = materialize(self._engine, self._id, newest[0], newer=newest[1:])[0]
+            return paths.lookup(state, keys)
+        return self._engine.get_path(record, keys)
 
     def _record_at(self, at: int) -> tuple[CheckpointRecord, bytes]:
         if isinstance(at, bool) or not isinstance(at, int) or at < 1:

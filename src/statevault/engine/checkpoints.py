@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from statevault import paths
 from statevault.backends.base import Backend
 from statevault.codec.compression import Compression
 from statevault.codec.encoding import Codec
@@ -24,6 +25,7 @@ from statevault.codec.envelope import pack
 from statevault.engine.records import CheckpointRecord, open_record, seal_record
 from statevault.errors import CorruptionError, SerializationError
 from statevault.tree import TreeReader, TreeWriter, WrittenTree
+from statevault.tree.read import PathReader
 
 INLINE_LIMIT = 4096
 """A root object up to this size is kept inside its checkpoint record: one row or
@@ -110,19 +112,7 @@ class Engine:
 
         Returns the state and the digests of its tree (what the vault holds for sure).
         """
-        if record.inline is not None:
-            data = record.inline
-        else:
-            found = self.backend.get_objects([record.root])
-            if record.root not in found:
-                raise CorruptionError(
-                    "its state object is missing from the vault",
-                    run_id=record.run,
-                    seq=record.seq,
-                    digest=record.root.hex(),
-                    hint="Run `statevault verify PATH` to see which checkpoints are whole.",
-                )
-            data = found[record.root]
+        data = record.inline if record.inline is not None else self._root_data(record)
         reader = TreeReader(self.backend.get_objects, self.codec)
         try:
             return reader.load(record.root, data), frozenset(reader.digests)
@@ -130,6 +120,29 @@ class Engine:
             raise exc.located(run_id=record.run, seq=record.seq) from None
         except SerializationError as exc:
             raise exc.in_checkpoint(record.run, record.seq) from None
+
+    def get_path(self, record: CheckpointRecord, keys: list[Any]) -> Any:
+        """The value at `keys` in a state entry, reading only the objects on the path."""
+        data = record.inline if record.inline is not None else self._root_data(record)
+        reader = PathReader(self.backend.get_objects, self.codec)
+        try:
+            return reader.get(record.root, data, keys, paths.step)
+        except CorruptionError as exc:
+            raise exc.located(run_id=record.run, seq=record.seq) from None
+        except SerializationError as exc:
+            raise exc.in_checkpoint(record.run, record.seq) from None
+
+    def _root_data(self, record: CheckpointRecord) -> bytes:
+        found = self.backend.get_objects([record.root])
+        if record.root not in found:
+            raise CorruptionError(
+                "its state object is missing from the vault",
+                run_id=record.run,
+                seq=record.seq,
+                digest=record.root.hex(),
+                hint="Run `statevault verify PATH` to see which checkpoints are whole.",
+            )
+        return found[record.root]
 
     def decode_meta(self, record: CheckpointRecord) -> dict[str, Any]:
         if not record.meta:

@@ -89,6 +89,14 @@ class TreeReader:
         finally:
             self._cancel()
 
+    def load_value(self, data: bytes) -> Any:
+        """Decode one value that may hold references (children are fetched as met)."""
+        try:
+            with gc_paused(True):
+                return self._decode(data)
+        finally:
+            self._cancel()
+
     # -- prefetching --------------------------------------------------------------------
     def _request(self, keys: Iterable[bytes]) -> None:
         batch: list[tuple[bytes, Future[Node]]] = []
@@ -202,3 +210,131 @@ def check_value(node: Node, codec: Codec) -> None:
         raise
     except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
         raise CorruptionError(f"stored value does not decode ({exc})") from exc
+
+
+# -- partial reads ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunks:
+    count: int
+    chunks: list[list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _ByteChunks:
+    payload: bytes
+
+
+class PathReader:
+    """Reads one path of a state tree, fetching only the nodes on the way.
+
+    Each node on the path is decoded with its references left as placeholders; a
+    chunked list is indexed through its chunks' item counts, so only the chunk that
+    holds the item is read. The value found is then loaded whole.
+
+    Args:
+        fetch: reads objects by digest.
+        codec: decodes everything that is not a tree reference.
+    """
+
+    def __init__(self, fetch: Fetch, codec: Codec) -> None:
+        self._fetch = fetch
+        self._codec = codec
+        self._lazy = msgspec.msgpack.Decoder(ext_hook=self._lazy_hook)
+
+    def get(self, root_key: bytes, root_data: bytes, keys: list[Any], step: Step) -> Any:
+        """The value at `keys`; `step(container, key, keys_so_far)` walks plain values."""
+        root = unpack_node(root_data, root_key)
+        if root.encoding == ENCODING_MSGPACK:
+            current: Any = self._codec.decode(root.value)
+        else:
+            current = self._lazy_value(root.value)
+        for depth, key in enumerate(keys):
+            current = self._resolve(current)
+            if isinstance(current, _Chunks):
+                current = self._chunk_item(current, key, keys[:depth])
+            else:
+                current = step(self._resolve_bytes(current), key, keys[:depth])
+        return self._whole(current)
+
+    def _lazy_hook(self, code: int, data: memoryview) -> Any:
+        if code == EXT_REF:
+            return _Ref(bytes(self._lazy.decode(data)))
+        if code == EXT_CHUNKED_LIST:
+            count, chunks = self._lazy.decode(data)
+            return _Chunks(count, chunks)
+        if code in (EXT_CHUNKED_BYTES, EXT_NDARRAY):
+            return _ByteChunks(
+                bytes(msgspec.msgpack.encode(msgspec.msgpack.Ext(code, bytes(data))))
+            )
+        return self._codec.decode_ext(code, data)
+
+    def _lazy_value(self, data: bytes | memoryview) -> Any:
+        try:
+            return self._lazy.decode(data)
+        except (CorruptionError, SerializationError):
+            raise
+        except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
+            raise CorruptionError(f"stored value does not decode ({exc})") from exc
+
+    def _node(self, key: bytes) -> Node:
+        data = self._fetch([key]).get(key)
+        if data is None:
+            raise CorruptionError("the object is missing from the vault", digest=key.hex())
+        return unpack_node(data, key)
+
+    def _resolve(self, value: Any) -> Any:
+        while isinstance(value, _Ref):
+            value = self._lazy_value(self._node(value.key).value)
+        return value
+
+    def _resolve_bytes(self, value: Any) -> Any:
+        return self._whole(value) if isinstance(value, _ByteChunks) else value
+
+    def _chunk_item(self, chunks: _Chunks, key: Any, before: list[Any]) -> Any:
+        if not isinstance(key, int) or isinstance(key, bool):
+            raise KeyError(f"{_where(before)} is a list; index it with a number, not {key!r}")
+        index = key + chunks.count if key < 0 else key
+        if not 0 <= index < chunks.count:
+            raise KeyError(f"{_where(before)} has {chunks.count} items; there is no [{key}]")
+        for digest, n in chunks.chunks:
+            if index < n:
+                return self._lazy_value(self._node(digest).value)[index]
+            index -= n
+        raise CorruptionError("a chunked list's counts do not add up to its length")
+
+    def _whole(self, value: Any) -> Any:
+        """Replace every placeholder inside `value` by what it stands for, loaded whole."""
+        if isinstance(value, (_Ref, _Chunks, _ByteChunks)):
+            if isinstance(value, _Ref):
+                payload = msgspec.msgpack.encode(msgspec.msgpack.Ext(EXT_REF, _packed(value.key)))
+            elif isinstance(value, _Chunks):
+                payload = msgspec.msgpack.encode(
+                    msgspec.msgpack.Ext(EXT_CHUNKED_LIST, _packed([value.count, value.chunks]))
+                )
+            else:
+                payload = value.payload
+            reader = TreeReader(self._fetch, self._codec)
+            return reader.load_value(payload)
+        if type(value) is dict:
+            return {k: self._whole(v) for k, v in value.items()}
+        if type(value) is list:
+            return [self._whole(v) for v in value]
+        return value
+
+
+Step = Callable[[Any, Any, list[Any]], Any]
+
+
+def _packed(value: Any) -> bytes:
+    return msgspec.msgpack.encode(value)
+
+
+def _where(keys: list[Any]) -> str:
+    return "".join(f"[{k!r}]" for k in keys) or "the state"
