@@ -39,6 +39,7 @@ from statevault.errors import (
 )
 from statevault.paths import lookup
 from statevault.run import Run
+from statevault.tree.lazy import LazyState
 from statevault.vault import FORMAT_VERSION, Vault, open
 
 
@@ -68,6 +69,7 @@ __all__ = [
     "CorruptionError",
     "DurabilityError",
     "InvalidRunIdError",
+    "LazyState",
     "NotAVaultError",
     "Problem",
     "Run",

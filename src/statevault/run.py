@@ -23,6 +23,8 @@ from statevault.engine.journal import (
 )
 from statevault.engine.records import open_record
 from statevault.errors import CheckpointNotFound, ConflictError, RunNotFound
+from statevault.tree.lazy import LazyState
+from statevault.tree.read import PathReader
 
 if TYPE_CHECKING:
     from statevault.engine.records import CheckpointRecord
@@ -302,12 +304,20 @@ class Run:
             raise ConflictError(self._id, expected=expected.seq, actual=record.seq)
 
     # -- reading -----------------------------------------------------------------------
-    def load(self, *, at: int | None = None, default: Any = MISSING) -> Any:
+    def load(self, *, at: int | None = None, default: Any = MISSING, lazy: bool = False) -> Any:
         """The newest committed state, or the state at checkpoint `at`.
 
         `at` is any seq of the run's history: a saved state, a journal entry (the
         state right after that transaction), or a fold. Loading the newest state also
         makes its head the one this handle commits on top of.
+
+        Args:
+            at: a checkpoint seq; None for the newest.
+            default: returned (and nothing raised) when the run has no checkpoint.
+            lazy: return a read-only `LazyState` view that reads each part of the state
+                from the vault when it is first accessed (only the objects on the way).
+                If journal entries follow the last state entry, they are replayed and
+                the view holds the whole result.
 
         Raises:
             RunNotFound: the run has no checkpoint and no `default` was given.
@@ -315,6 +325,8 @@ class Run:
             CorruptionError: stored bytes fail their checks (never returned as data).
             UnknownTypeError: the state holds a record of an unregistered class.
         """
+        if lazy:
+            return self._load_lazy(at, default)
         if at is None:
             newest = read_newest(self._engine, self._id, window=self._policy.records + 2)
             if not newest:
@@ -335,6 +347,21 @@ class Run:
             return state
         record, _ = self._record_at(at)
         return materialize(self._engine, self._id, record, newer=[])[0]
+
+    def _load_lazy(self, at: int | None, default: Any) -> Any:
+        if at is None:
+            newest = [r for r, _ in read_newest(self._engine, self._id, window=1)]
+            if not newest:
+                if default is not MISSING:
+                    return default
+                raise RunNotFound(self._id)
+            record = newest[0]
+        else:
+            record = self._record_at(at)[0]
+        if record.kind in STATE_KINDS:
+            return self._engine.lazy_state(record)
+        state = self.load(at=record.seq)
+        return LazyState(PathReader(self._engine.backend.get_objects, self._engine.codec), state)
 
     def get(self, path: str | list[Any], *, at: int | None = None, default: Any = MISSING) -> Any:
         """The value at `path` (`"results.rows.17"`) in the newest state or checkpoint `at`.

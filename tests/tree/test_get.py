@@ -126,3 +126,32 @@ def test_get_agrees_with_load_everywhere(data: st.DataObject) -> None:
                 vault.run("r").get(path)
         else:
             assert vault.run("r").get(path) == expected
+
+
+def test_lazy_load_reads_parts_on_access(filled: Any) -> None:
+    vault, state = filled
+    counter = CountingVault(vault)
+    view = vault.run("r").load(lazy=True)
+    assert isinstance(view, statevault.LazyState)
+    assert counter.fetched <= 1
+    assert view["messages"][4321]["text"] == state["messages"][4321]["text"]
+    assert counter.fetched <= 3
+    assert len(view["messages"]) == 5000
+    assert view["config"]["limits"].to_python() == {"tokens": 4096}
+    assert view[7] == "int key"
+    assert sorted(view.keys(), key=str) == sorted(state.keys(), key=str)
+    assert view["config"] == state["config"]
+    assert view.get("nope", 1) == 1
+    with pytest.raises(TypeError):
+        view["config"]["model"] = "x"  # type: ignore[index]
+    assert "LazyState dict" in repr(view)
+
+
+def test_lazy_load_after_journal_entries(vault: statevault.Vault) -> None:
+    run = vault.run("r")
+    run.save({"a": {"b": 1}, "log": [1]})
+    run.apply([ops.append("log", 2)])
+    view = run.load(lazy=True)
+    assert view["log"].to_python() == [1, 2]
+    assert view["a"]["b"] == 1
+    assert vault.run("empty").load(lazy=True, default=None) is None

@@ -25,6 +25,7 @@ from statevault.codec.envelope import pack
 from statevault.engine.records import CheckpointRecord, open_record, seal_record
 from statevault.errors import CorruptionError, SerializationError
 from statevault.tree import TreeReader, TreeWriter, WrittenTree
+from statevault.tree.lazy import LazyState
 from statevault.tree.read import PathReader
 
 INLINE_LIMIT = 4096
@@ -131,6 +132,15 @@ class Engine:
             raise exc.located(run_id=record.run, seq=record.seq) from None
         except SerializationError as exc:
             raise exc.in_checkpoint(record.run, record.seq) from None
+
+    def lazy_state(self, record: CheckpointRecord) -> LazyState:
+        """A read-only view of a state entry that reads its parts on first access."""
+        data = record.inline if record.inline is not None else self._root_data(record)
+        reader = PathReader(self.backend.get_objects, self.codec)
+        try:
+            return LazyState(reader, reader.root(record.root, data))
+        except CorruptionError as exc:
+            raise exc.located(run_id=record.run, seq=record.seq) from None
 
     def _root_data(self, record: CheckpointRecord) -> bytes:
         found = self.backend.get_objects([record.root])

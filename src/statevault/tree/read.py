@@ -250,18 +250,38 @@ class PathReader:
 
     def get(self, root_key: bytes, root_data: bytes, keys: list[Any], step: Step) -> Any:
         """The value at `keys`; `step(container, key, keys_so_far)` walks plain values."""
+        current = self.root(root_key, root_data)
+        for depth, key in enumerate(keys):
+            current = self.child(current, key, keys[:depth], step)
+        return self.whole(current)
+
+    def root(self, root_key: bytes, root_data: bytes) -> Any:
+        """The root's value, its references left as placeholders."""
         root = unpack_node(root_data, root_key)
         if root.encoding == ENCODING_MSGPACK:
-            current: Any = self._codec.decode(root.value)
+            return self._codec.decode(root.value)
+        return self._resolve(self._lazy_value(root.value))
+
+    def child(self, value: Any, key: Any, before: list[Any], step: Step) -> Any:
+        """`value[key]` with its references left as placeholders (one node read at most)."""
+        if isinstance(value, _Chunks):
+            found = self._chunk_item(value, key, before)
         else:
-            current = self._lazy_value(root.value)
-        for depth, key in enumerate(keys):
-            current = self._resolve(current)
-            if isinstance(current, _Chunks):
-                current = self._chunk_item(current, key, keys[:depth])
-            else:
-                current = step(self._resolve_bytes(current), key, keys[:depth])
-        return self._whole(current)
+            found = step(self._resolve_bytes(value), key, before)
+        return self._resolve(found)
+
+    @staticmethod
+    def is_container(value: Any) -> bool:
+        """Whether `value` (as `root` or `child` returned it) has parts to read lazily."""
+        return isinstance(value, (dict, list, _Chunks))
+
+    @staticmethod
+    def length(value: Any) -> int:
+        return value.count if isinstance(value, _Chunks) else len(value)
+
+    def whole(self, value: Any) -> Any:
+        """`value` loaded whole, every placeholder in it replaced."""
+        return self._whole(value)
 
     def _lazy_hook(self, code: int, data: memoryview) -> Any:
         if code == EXT_REF:
