@@ -268,13 +268,13 @@ def show(
                 raise statevault.RunNotFound(run)
             at = head.seq
         ckpt = handle.checkpoint_at(at)
-        state = handle.load(at=at)
         keys = paths.parse(value_path)
-    try:
-        value = paths.lookup(state, keys)
-    except KeyError as exc:
-        message = exc.args[0] if exc.args else str(exc)
-        fail(f"run {run!r} checkpoint {at} has no {value_path!r}: {message}")
+        try:
+            # Reads only the objects on the path: one field of a large state is cheap.
+            value = handle.get(keys, at=at)
+        except KeyError as exc:
+            message = exc.args[0] if exc.args else str(exc)
+            fail(f"run {run!r} checkpoint {at} has no {value_path!r}: {message}")
     if json:
         _write_json(value)
         return
