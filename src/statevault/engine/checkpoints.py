@@ -21,7 +21,7 @@ from statevault import paths
 from statevault.backends.base import Backend
 from statevault.codec.compression import Compression
 from statevault.codec.encoding import Codec
-from statevault.codec.envelope import pack
+from statevault.codec.envelope import Packed, pack
 from statevault.engine.records import CheckpointRecord, open_record, seal_record
 from statevault.errors import CorruptionError, SerializationError
 from statevault.tree import TreeReader, TreeWriter, WrittenTree
@@ -187,7 +187,22 @@ class Engine:
         if self.format_version == 1:
             root = pack(self.codec.encode(state), self.compression)
             return WrittenTree(root, digests={root.digest}, raw_bytes=root.raw_size)
-        return TreeWriter(self.codec, self.compression, known=known).write(state)
+        return TreeWriter(self.codec, self.compression, known=known, sink=self._write_early).write(
+            state
+        )
+
+    def _write_early(self, objects: list[Packed]) -> int:
+        """Store objects of a tree being written, ahead of its record; returns bytes stored.
+
+        Objects are immutable and keyed by content, so storing them before the record
+        is safe: if the commit never happens they are unreferenced, which verify counts
+        and GC reclaims. It bounds a large save's memory to a batch of objects.
+        """
+        present = self.backend.has_objects(p.digest for p in objects)
+        missing = [(p.digest, p.data) for p in objects if p.digest not in present]
+        if missing:
+            self.backend.put_objects(missing)
+        return sum(len(data) for _, data in missing)
 
     def commit(
         self,
@@ -210,6 +225,7 @@ class Engine:
         present = self.backend.has_objects(d for d, _ in candidates) if candidates else set()
         objects = [(d, data) for d, data in candidates if d not in present]
         stored = sum(len(data) for _, data in objects) + (len(inline) if inline else 0)
+        stored += tree.stored_early
         record = CheckpointRecord(
             run=run_id,
             seq=parent.seq + 1,

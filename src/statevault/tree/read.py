@@ -9,6 +9,7 @@ is usually ready: fetching and decompression overlap decoding.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ Fetch = Callable[[list[bytes]], dict[bytes, bytes]]
 
 _node_decoder = msgspec.msgpack.Decoder(tuple[list[bytes], msgspec.Raw])
 _BATCH = 16
+_WINDOW = 64
+"""Objects fetched ahead of the decoder at most (~10 MB of typical chunks): enough to
+keep the pool busy, and a bound on a load's memory beyond the state itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,8 @@ class TreeReader:
         self._fetch = fetch
         self._codec = codec
         self._futures: dict[bytes, Future[Node]] = {}
+        self._deferred: deque[bytes] = deque()
+        self._outstanding = 0
         self._lock = threading.Lock()
         self._decoder = msgspec.msgpack.Decoder(ext_hook=self._ext_hook)
         self.digests: set[bytes] = set()
@@ -97,16 +103,31 @@ class TreeReader:
         finally:
             self._cancel()
 
-    # -- prefetching --------------------------------------------------------------------
+    # -- prefetching ----------------------------------------------------------------------
     def _request(self, keys: Iterable[bytes]) -> None:
-        batch: list[tuple[bytes, Future[Node]]] = []
+        """Announce objects the decoder will need; fetch them ahead, within the window."""
         with self._lock:
             for key in keys:
                 self.digests.add(key)
                 if key not in self._futures:
-                    future: Future[Node] = Future()
-                    self._futures[key] = future
-                    batch.append((key, future))
+                    self._futures[key] = Future()
+                    self._deferred.append(key)
+            batch = self._take_deferred()
+        self._submit(batch)
+
+    def _take_deferred(self) -> list[tuple[bytes, Future[Node]]]:
+        """Deferred requests that fit in the window (lock held)."""
+        batch: list[tuple[bytes, Future[Node]]] = []
+        while self._deferred and self._outstanding < _WINDOW:
+            key = self._deferred.popleft()
+            future = self._futures.get(key)
+            if future is not None and not future.running() and not future.done():
+                future.set_running_or_notify_cancel()
+                batch.append((key, future))
+                self._outstanding += 1
+        return batch
+
+    def _submit(self, batch: list[tuple[bytes, Future[Node]]]) -> None:
         for start in range(0, len(batch), _BATCH):
             pool().submit(self._load_batch, batch[start : start + _BATCH])
 
@@ -118,8 +139,6 @@ class TreeReader:
                 future.set_exception(exc)
             return
         for key, future in batch:
-            if future.cancelled():
-                continue
             data = found.get(key)
             try:
                 if data is None:
@@ -128,24 +147,35 @@ class TreeReader:
             except BaseException as exc:
                 future.set_exception(exc)
                 continue
+            future.set_result(node)
             if node.children:
                 self._request(node.children)
-            future.set_result(node)
 
     def _node(self, key: bytes) -> Node:
         with self._lock:
             future = self._futures.get(key)
-        if future is None:  # not announced by any parent: fetch it now
-            self._request([key])
+            if future is None:  # consumed before (a shared subtree), or never announced
+                future = self._futures[key] = Future()
+            urgent: list[tuple[bytes, Future[Node]]] = []
+            if not future.running() and not future.done():
+                # Needed now but still waiting for room in the window: fetch it anyway,
+                # or the decoder would wait on a window that only it can drain.
+                future.set_running_or_notify_cancel()
+                urgent.append((key, future))
+                self._outstanding += 1
+        self._submit(urgent)
+        try:
+            return future.result()
+        finally:
             with self._lock:
-                future = self._futures[key]
-        return future.result()
+                self._futures.pop(key, None)  # consumed: its bytes can go
+                self._outstanding -= 1
+                batch = self._take_deferred()
+            self._submit(batch)
 
     def _cancel(self) -> None:
         with self._lock:
-            futures = list(self._futures.values())
-        for future in futures:
-            future.cancel()
+            self._deferred.clear()
 
     # -- decoding -----------------------------------------------------------------------
     def _decode(self, data: bytes | memoryview) -> Any:

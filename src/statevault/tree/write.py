@@ -13,6 +13,7 @@ import os
 import threading
 import zlib
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,8 +46,14 @@ CHUNK_MAX = 512 << 10
 average, never more than 512 KiB (a single larger item is a chunk alone)."""
 BYTES_CHUNK = 1 << 20
 """`bytes` of 1 MiB and more are cut into fixed 1 MiB raw chunks."""
-_INFLIGHT_LIMIT = 32 << 20
+_INFLIGHT_LIMIT = 8 << 20
 """Raw bytes handed to the pool and not yet compressed; beyond it, encoding waits."""
+_SINK_BATCH = 8 << 20
+"""Compressed objects are handed to the sink (written) in batches of about this size,
+so a large save holds at most this much of them, not all."""
+
+Sink = Callable[[list[Packed]], int]
+"""Writes objects before the checkpoint's record; returns the bytes it stored."""
 
 _headers = msgpack.Packer()
 
@@ -82,7 +89,7 @@ class WrittenTree:
 
     Attributes:
         root: the root node, packed.
-        objects: every other object the vault may lack, packed (dedup within the tree).
+        objects: every other object the vault may lack and the sink did not take yet.
         digests: every object digest of the tree (root included), for the next save's
             `known` set and for GC.
         raw_bytes: total raw size of the tree's objects.
@@ -92,6 +99,8 @@ class WrittenTree:
     objects: list[Packed] = field(default_factory=list)
     digests: set[bytes] = field(default_factory=set)
     raw_bytes: int = 0
+    stored_early: int = 0
+    """Bytes the sink stored while the tree was written (not in `objects`)."""
 
 
 class TreeWriter:
@@ -102,10 +111,18 @@ class TreeWriter:
         compression: how objects are compressed.
         known: digests the vault is known to hold (the previous checkpoint's tree):
             such objects are not compressed again.
+        sink: takes batches of finished objects to write before the record (objects
+            are immutable, so writing them early is safe); without one, every object
+            is kept for the commit.
     """
 
     def __init__(
-        self, codec: Codec, compression: Compression, *, known: frozenset[bytes] = frozenset()
+        self,
+        codec: Codec,
+        compression: Compression,
+        *,
+        known: frozenset[bytes] = frozenset(),
+        sink: Sink | None = None,
     ) -> None:
         self._codec = codec
         self._compression = compression
@@ -114,6 +131,9 @@ class TreeWriter:
         self._futures: deque[tuple[Future[Packed], int]] = deque()
         self._inflight = 0
         self._done: list[Packed] = []
+        self._done_bytes = 0
+        self._sink = sink
+        self._stored_early = 0
         self._raw_bytes = 0
 
     def write(self, state: Any) -> WrittenTree:
@@ -132,7 +152,7 @@ class TreeWriter:
         self._raw_bytes += len(raw)
         self._seen.add(root.digest)
         self._drain()
-        return WrittenTree(root, self._done, self._seen, self._raw_bytes)
+        return WrittenTree(root, self._done, self._seen, self._raw_bytes, self._stored_early)
 
     # -- objects ----------------------------------------------------------------------
     def _emit(self, raw: bytes, encoding: int, *, large: bool | None = None) -> bytes:
@@ -155,7 +175,12 @@ class TreeWriter:
     def _collect_oldest(self) -> None:
         future, size = self._futures.popleft()
         self._inflight -= size
-        self._done.append(future.result())
+        packed = future.result()
+        self._done.append(packed)
+        self._done_bytes += len(packed.data)
+        if self._sink is not None and self._done_bytes >= _SINK_BATCH:
+            self._stored_early += self._sink(self._done)
+            self._done, self._done_bytes = [], 0
 
     def _drain(self) -> None:
         while self._futures:
@@ -199,35 +224,47 @@ class TreeWriter:
         return _ext(EXT_REF, key)
 
     def _list(self, items: list[Any], children: list[bytes], depth: int) -> bytes:
-        encoded: list[bytes] = []
-        refs: list[list[bytes] | None] = []
-        total = 0
-        for item in items:
-            own: list[bytes] = []
-            data = self._value(item, own, depth + 1)
-            encoded.append(data)
-            refs.append(own or None)
-            total += len(data)
-        if len(items) < LIST_MIN_ITEMS or total < OBJECT_MIN:
-            for item_refs in refs:
-                if item_refs:
-                    children.extend(item_refs)
-            head: bytes = _headers.pack_array_header(len(items))
-            return head + b"".join(encoded)
+        """A list inline, or cut into chunk nodes as it is encoded.
+
+        Chunks are emitted as soon as the list is known to be large (its encoding passed
+        OBJECT_MIN), so a long list is never held encoded in full: memory stays at a
+        chunk or two whatever the list's size.
+        """
+        count = len(items)
+        if count < LIST_MIN_ITEMS:
+            head: bytes = _headers.pack_array_header(count)
+            return head + b"".join(self._value(item, children, depth + 1) for item in items)
+        closed: list[tuple[list[bytes], list[bytes]]] = []
+        current: list[bytes] = []
+        current_refs: list[bytes] = []
+        size = total = 0
         chunks: list[list[Any]] = []
-        start = 0
-        size = 0
-        for i, data in enumerate(encoded):
+        emitting = large = False
+        for i, item in enumerate(items):
+            data = self._value(item, current_refs, depth + 1)
+            current.append(data)
             size += len(data)
-            if _cut_after(data, size) or i == len(encoded) - 1:
-                chunk_children = [d for own in refs[start : i + 1] if own for d in own]
-                chunk_head: bytes = _headers.pack_array_header(i + 1 - start)
-                raw = node_bytes(chunk_children, chunk_head + b"".join(encoded[start : i + 1]))
-                key = self._emit(raw, ENCODING_TREE, large=total >= LARGE_PAYLOAD)
-                children.append(key)
-                chunks.append([key, i + 1 - start])
-                start, size = i + 1, 0
-        return _ext(EXT_CHUNKED_LIST, [len(items), chunks])
+            total += len(data)
+            if _cut_after(data, size) or i == count - 1:
+                closed.append((current, current_refs))
+                current, current_refs, size = [], [], 0
+            if not emitting and total >= OBJECT_MIN:
+                emitting = True
+                large = total / (i + 1) * count >= LARGE_PAYLOAD
+            if emitting:
+                for chunk_items, chunk_refs in closed:
+                    chunk_head: bytes = _headers.pack_array_header(len(chunk_items))
+                    raw = node_bytes(chunk_refs, chunk_head + b"".join(chunk_items))
+                    key = self._emit(raw, ENCODING_TREE, large=large)
+                    children.append(key)
+                    chunks.append([key, len(chunk_items)])
+                closed.clear()
+        if not emitting:  # small after all: inline, its references go to the parent
+            for _, chunk_refs in closed:
+                children.extend(chunk_refs)
+            head = _headers.pack_array_header(count)
+            return head + b"".join(data for chunk_items, _ in closed for data in chunk_items)
+        return _ext(EXT_CHUNKED_LIST, [count, chunks])
 
     def _chunked_bytes(self, value: bytes, children: list[bytes]) -> bytes:
         view = memoryview(value)
