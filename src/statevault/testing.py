@@ -303,6 +303,9 @@ class VaultConformance:
     multi_process = True
     """False for backends that cannot be shared between processes (memory)."""
 
+    persistent = True
+    """False for backends whose data dies with the vault handle (memory)."""
+
     processes = 8
     saves_per_process = 12
 
@@ -333,6 +336,45 @@ class VaultConformance:
             assert vault.run("r").load() == {"v": 1}
             b.save({"v": 2}, force=True)
             assert vault.run("r").load() == {"v": 2}
+
+    def test_trees_and_journal(self, url: str) -> None:
+        """Large states as trees, transactions, deltas, folds and history, end to end."""
+        words = ["order", "ship", "agent", "tool", "retry", "queue"]
+        state: dict[str, Any] = {
+            "messages": [
+                {"i": i, "text": " ".join(words[(i * j) % 6] for j in range(50))}
+                for i in range(4000)
+            ],
+            "blob": bytes(range(256)) * 9000,
+            "step": 0,
+        }
+        policy = statevault.CheckpointPolicy(records=5)
+        vault = statevault.open(url, policy=policy)
+        try:
+            run = vault.run("agent")
+            first = run.save(state)
+            for step in range(1, 13):
+                with run.transaction() as s:
+                    s["messages"].append({"i": -step, "text": "new"})
+                    s["step"] += 1
+            second = run.save({**state, "step": 99})
+            assert second.stored_bytes < first.stored_bytes / 10, "only changed chunks"
+            kinds = [c.kind for c in reversed(run.checkpoints())]
+            assert kinds.count("fold") == 2
+            assert kinds.count("delta") == 12
+            if self.persistent:
+                vault.close()
+                vault = statevault.open(url, policy=policy)
+            run = vault.run("agent")
+            assert run.load(at=7)["step"] == 5
+            assert run.load(at=7)["messages"][-1] == {"i": -5, "text": "new"}
+            assert run.get("messages.3999.i") == 3999
+            assert run.get("step") == 99
+            assert run.load()["blob"] == state["blob"]
+            report = vault.verify()
+            assert report.ok, report.problems
+        finally:
+            vault.close()
 
     def test_multi_process_no_lost_update(self, url: str) -> None:
         """N processes save to their own runs and race on a shared one.

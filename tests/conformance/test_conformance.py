@@ -41,6 +41,7 @@ class TestFilesVault(VaultConformance):
 
 class TestMemoryVault(VaultConformance):
     multi_process = False
+    persistent = False
 
     def vault_url(self, location: pathlib.Path) -> str:
         return "memory://"
