@@ -83,6 +83,11 @@ class Head:
 NO_HEAD = Head(0, b"")
 
 
+def check_meta(meta: object) -> None:
+    if meta is not None and not isinstance(meta, dict):
+        raise TypeError(f"meta must be a dict; got {type(meta).__qualname__}")
+
+
 class Engine:
     """Composes a backend and a codec into checkpoint commits, loads and listings."""
 
@@ -214,9 +219,7 @@ class Engine:
         kind: str = "state",
     ) -> tuple[CheckpointRecord, Head]:
         """Store one checkpoint on top of `parent`; raises ConflictError if the head moved."""
-        if meta is not None and not isinstance(meta, dict):
-            raise TypeError(f"meta must be a dict; got {type(meta).__qualname__}")
-        meta_bytes = self.codec.encode(meta) if meta else b""
+        check_meta(meta)
         root = tree.root
         inline = root.data if len(root.data) <= INLINE_LIMIT else None
         candidates = [(p.digest, p.data) for p in tree.objects]
@@ -226,18 +229,48 @@ class Engine:
         objects = [(d, data) for d, data in candidates if d not in present]
         stored = sum(len(data) for _, data in objects) + (len(inline) if inline else 0)
         stored += tree.stored_early
+        return self.append(
+            run_id,
+            parent,
+            kind=kind,
+            root=root.digest,
+            inline=inline,
+            meta=meta,
+            raw_bytes=tree.raw_bytes,
+            stored_bytes=stored,
+            objects=objects,
+        )
+
+    def append(
+        self,
+        run_id: str,
+        parent: Head,
+        *,
+        kind: str,
+        root: bytes,
+        inline: bytes | None,
+        meta: dict[str, Any] | None,
+        raw_bytes: int,
+        stored_bytes: int,
+        objects: list[tuple[bytes, bytes]] | tuple[()] = (),
+    ) -> tuple[CheckpointRecord, Head]:
+        """Seal a record on top of `parent` and commit it with `objects` (compare-and-swap).
+
+        The one place where history grows: every kind of entry is chained to its
+        parent's hash and lands only if the head is still exactly `parent`.
+        """
         record = CheckpointRecord(
             run=run_id,
             seq=parent.seq + 1,
             parent=parent.seq,
             parent_hash=parent.record_hash,
             kind=kind,
-            root=root.digest,
+            root=root,
             inline=inline,
             created_ns=time.time_ns(),
-            meta=meta_bytes,
-            raw_bytes=tree.raw_bytes,
-            stored_bytes=stored,
+            meta=self.codec.encode(meta) if meta else b"",
+            raw_bytes=raw_bytes,
+            stored_bytes=stored_bytes,
         )
         sealed, _ = seal_record(record)
         self.backend.commit_checkpoint(

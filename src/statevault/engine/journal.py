@@ -28,8 +28,8 @@ from typing import Any
 
 from statevault import ops as ops_module
 from statevault.codec.envelope import pack, unpack
-from statevault.engine.checkpoints import Engine, Head
-from statevault.engine.records import CheckpointRecord, open_record, seal_record
+from statevault.engine.checkpoints import Engine, Head, check_meta
+from statevault.engine.records import CheckpointRecord, open_record
 from statevault.errors import CorruptionError
 
 KIND_STATE = "state"
@@ -93,29 +93,18 @@ def commit_delta(
     """Append one delta entry on top of `parent` (compare-and-swap, like every commit)."""
     if parent.seq == 0:
         raise ValueError("a delta needs a state to apply to; save the first state with run.save")
+    check_meta(meta)
     packed = pack(engine.codec.encode(ops_module.ops_to_value(operations)), engine.compression)
-    record = CheckpointRecord(
-        run=run_id,
-        seq=parent.seq + 1,
-        parent=parent.seq,
-        parent_hash=parent.record_hash,
+    return engine.append(
+        run_id,
+        parent,
         kind=KIND_DELTA,
         root=packed.digest,
         inline=packed.data,
-        created_ns=time.time_ns(),
-        meta=engine.codec.encode(meta) if meta else b"",
+        meta=meta,
         raw_bytes=packed.raw_size,
         stored_bytes=len(packed.data),
     )
-    sealed, _ = seal_record(record)
-    engine.backend.commit_checkpoint(
-        run_id,
-        record.seq,
-        sealed,
-        expected_head=parent.seq,
-        expected_record=parent.sealed or None,
-    )
-    return record, Head(record.seq, sealed)
 
 
 def delta_ops(engine: Engine, record: CheckpointRecord) -> list[ops_module.Op]:

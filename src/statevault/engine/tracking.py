@@ -527,7 +527,23 @@ def _index(index: Any, length: int, message: str) -> int:
     return i
 
 
-class ListView(_View, MutableSequence[Any]):
+class _Ordered(_View):
+    """Ordering comparisons of a sequence view: those of the sequence it shows."""
+
+    def __lt__(self, other: Any) -> bool:
+        return bool(self._read() < _raw(other))
+
+    def __le__(self, other: Any) -> bool:
+        return bool(self._read() <= _raw(other))
+
+    def __gt__(self, other: Any) -> bool:
+        return bool(self._read() > _raw(other))
+
+    def __ge__(self, other: Any) -> bool:
+        return bool(self._read() >= _raw(other))
+
+
+class ListView(_Ordered, MutableSequence[Any]):
     """A list of the state. Indexes in recorded operations are never negative."""
 
     __slots__ = ()
@@ -683,18 +699,6 @@ class ListView(_View, MutableSequence[Any]):
         return list(self) * operator.index(count)
 
     __rmul__ = __mul__
-
-    def __lt__(self, other: Any) -> bool:
-        return bool(self._read() < _raw(other))
-
-    def __le__(self, other: Any) -> bool:
-        return bool(self._read() <= _raw(other))
-
-    def __gt__(self, other: Any) -> bool:
-        return bool(self._read() > _raw(other))
-
-    def __ge__(self, other: Any) -> bool:
-        return bool(self._read() >= _raw(other))
 
 
 def _members(other: Any) -> Any:
@@ -865,7 +869,7 @@ class SetView(_View, MutableSet[Any]):
         return set(self._read())
 
 
-class TupleView(_View, Sequence[Any]):
+class TupleView(_Ordered, Sequence[Any]):
     """A tuple of the state that holds something changeable (a list, a dict, a record)."""
 
     __slots__ = ()
@@ -911,18 +915,6 @@ class TupleView(_View, Sequence[Any]):
         return tuple(self) * operator.index(count)
 
     __rmul__ = __mul__
-
-    def __lt__(self, other: Any) -> bool:
-        return bool(self._read() < _raw(other))
-
-    def __le__(self, other: Any) -> bool:
-        return bool(self._read() <= _raw(other))
-
-    def __gt__(self, other: Any) -> bool:
-        return bool(self._read() > _raw(other))
-
-    def __ge__(self, other: Any) -> bool:
-        return bool(self._read() >= _raw(other))
 
 
 _MISSING: Final = object()
