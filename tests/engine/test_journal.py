@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pathlib
+import shutil
 import tempfile
 from typing import Any
 
@@ -122,6 +123,10 @@ def test_damaged_delta_is_caught(tmp_path: pathlib.Path) -> None:
         assert ("record", 2) in {(p.kind, p.seq) for p in vault.verify().problems}
 
 
+class _Abort(Exception):
+    pass
+
+
 # -- a model of history ------------------------------------------------------------------
 
 KEYS = st.sampled_from(["a", "b", "c"])
@@ -148,6 +153,7 @@ class JournalModel(RuleBasedStateMachine):
         if hasattr(self, "vault"):
             assert self.vault.verify().ok
             self.vault.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     @property
     def current(self) -> dict[str, Any]:
@@ -182,6 +188,27 @@ class JournalModel(RuleBasedStateMachine):
         self.run.apply([ops.delete(["kv", key])])
         state = self.current
         del state["kv"][key]
+        self.history.append(state)
+        while len(self.history) < self.run.known_seq:
+            self.history.append(copy.deepcopy(state))
+
+    @rule(item=st.integers(), key=KEYS, fail=st.booleans())
+    def transaction(self, item: int, key: str, fail: bool) -> None:
+        if not self.history:
+            return
+        try:
+            with self.run.transaction() as s:
+                s["log"].append(item)
+                s["kv"][key] = [item]
+                s["n"] += 1
+                if fail:
+                    raise _Abort
+        except _Abort:
+            return  # rolled back: nothing committed
+        state = self.current
+        state["log"].append(item)
+        state["kv"][key] = [item]
+        state["n"] += 1
         self.history.append(state)
         while len(self.history) < self.run.known_seq:
             self.history.append(copy.deepcopy(state))
