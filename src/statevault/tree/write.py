@@ -44,6 +44,8 @@ CHUNK_TARGET = 128 << 10
 CHUNK_MAX = 512 << 10
 """Content-defined list chunks: at least 32 KiB (unless the list ends), 128 KiB on
 average, never more than 512 KiB (a single larger item is a chunk alone)."""
+_SMALL_ROOT_ITEMS = 32
+"""Roots with at most this many items are first packed whole (see `_small`)."""
 BYTES_CHUNK = 1 << 20
 """`bytes` of 1 MiB and more are cut into fixed 1 MiB raw chunks."""
 _INFLIGHT_LIMIT = 8 << 20
@@ -140,7 +142,9 @@ class TreeWriter:
         """Encode `state`; raises `SerializationError` before anything is written."""
         children: list[bytes] = []
         try:
-            value = self._structural(state, children, 0, root=True)
+            value = self._small(state)
+            if value is None:
+                value = self._structural(state, children, 0, root=True)
         except ENCODE_ERRORS as exc:
             self._drain()
             raise self._codec.explain(state, exc) from None
@@ -185,6 +189,20 @@ class TreeWriter:
     def _drain(self) -> None:
         while self._futures:
             self._collect_oldest()
+
+    def _small(self, state: Any) -> bytes | None:
+        """The whole encoding of a state that is surely small, else None.
+
+        Below OBJECT_MIN nothing becomes a node or a chunk, so packing the state whole
+        gives exactly the bytes the item-by-item walk would, in one C call. A root
+        with few items is tried; a larger one would risk packing a big state twice.
+        """
+        if type(state) in (dict, list) and len(state) > _SMALL_ROOT_ITEMS:
+            return None
+        data = self._codec.pack_value(state)
+        if len(data) >= OBJECT_MIN:
+            return None
+        return data
 
     # -- values -----------------------------------------------------------------------
     def _value(self, value: Any, children: list[bytes], depth: int) -> bytes:
