@@ -29,6 +29,7 @@ from statevault.tree.read import PathReader
 if TYPE_CHECKING:
     from statevault.engine.records import CheckpointRecord
     from statevault.tree import WrittenTree
+    from statevault.tree.write import Memo
 
 
 def _overlaps(changed: tuple[Any, ...] | list[Any], wanted: list[Any]) -> bool:
@@ -81,6 +82,11 @@ class Run:
         # transaction costs its change, not a load. Valid only with `_since`.
         self._cache: Any = _NOTHING
         self._since = Since()
+        # How the tree at the known head's last state entry was written, and the
+        # operations this handle committed since: a fold then re-encodes only what
+        # those operations touched. Dropped whenever the head moves under the handle.
+        self._memo: Memo | None = None
+        self._changes: list[ops_module.Op] = []
 
     @property
     def id(self) -> str:
@@ -121,6 +127,7 @@ class Run:
             self._known_objects = frozenset(tree.digests)
             self._cache = _NOTHING  # the caller owns `state`; it may change it later
             self._since = Since().after(record)
+            self._memo, self._changes = tree.memo, []
         return self._engine.checkpoint(record, head.record_hash)
 
     def _commit_forced(
@@ -244,6 +251,7 @@ class Run:
         record, head = commit_delta(
             self._engine, self._id, operations, meta=meta, parent=self._known
         )
+        self._changes.extend(operations)
         self._known = head
         self._since = self._since.after(record)
         checkpoint = self._engine.checkpoint(record, head.record_hash)
@@ -255,11 +263,14 @@ class Run:
         return checkpoint
 
     def _commit_state(self, state: Any, *, meta: dict[str, Any] | None, kind: str) -> Checkpoint:
-        tree = self._engine.encode_state(state, known=self._known_objects)
+        tree = self._engine.encode_state(
+            state, known=self._known_objects, memo=self._memo, changes=self._changes
+        )
         record, head = self._engine.commit(self._id, tree, meta=meta, parent=self._known, kind=kind)
         self._known = head
         self._known_objects = frozenset(tree.digests)
         self._since = Since().after(record)
+        self._memo, self._changes = tree.memo, []
         return self._engine.checkpoint(record, head.record_hash)
 
     def _after_failed_commit(self, exc: BaseException) -> None:
@@ -287,6 +298,7 @@ class Run:
         expected = self._known
         if not newest:
             self._known, self._cache, self._since = NO_HEAD, _NOTHING, Since()
+            self._memo, self._changes = None, []
             if expected.seq != 0:
                 raise ConflictError(self._id, expected=expected.seq, actual=0)
             if not allow_empty:
@@ -301,6 +313,7 @@ class Run:
         self._cache = state
         self._since = since
         if self._known != expected:
+            self._memo, self._changes = None, []
             raise ConflictError(self._id, expected=expected.seq, actual=record.seq)
 
     # -- reading -----------------------------------------------------------------------
@@ -340,6 +353,8 @@ class Run:
                 self._engine, self._id, record, newer=[r for r, _ in newest[1:]]
             )
             with self._lock:
+                if Head(record.seq, sealed) != self._known:
+                    self._memo, self._changes = None, []
                 self._known = Head(record.seq, sealed)
                 self._known_objects = digests
                 self._cache = _NOTHING  # `state` goes to the caller

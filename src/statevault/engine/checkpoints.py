@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +25,11 @@ from statevault.codec.encoding import Codec
 from statevault.codec.envelope import Packed, pack
 from statevault.engine.records import CheckpointRecord, open_record, seal_record
 from statevault.errors import CorruptionError, SerializationError
+from statevault.ops import Op
 from statevault.tree import TreeReader, TreeWriter, WrittenTree
 from statevault.tree.lazy import LazyState
 from statevault.tree.read import PathReader
+from statevault.tree.write import Memo
 
 INLINE_LIMIT = 4096
 """A root object up to this size is kept inside its checkpoint record: one row or
@@ -184,17 +187,32 @@ class Engine:
         )
 
     # -- writing -------------------------------------------------------------------------
-    def encode_state(self, state: Any, *, known: frozenset[bytes] = frozenset()) -> WrittenTree:
+    def encode_state(
+        self,
+        state: Any,
+        *,
+        known: frozenset[bytes] = frozenset(),
+        memo: Memo | None = None,
+        changes: Sequence[Op] | None = None,
+    ) -> WrittenTree:
         """Encode a state as a tree; raises before anything is written.
 
-        Objects in `known` (the digests of a tree this vault holds) are not compressed.
+        Objects in `known` (the digests of a tree this vault holds) are not compressed;
+        with `memo` and `changes` (see `TreeWriter`), unchanged chunks are not even
+        encoded again.
         """
         if self.format_version == 1:
             root = pack(self.codec.encode(state), self.compression)
             return WrittenTree(root, digests={root.digest}, raw_bytes=root.raw_size)
-        return TreeWriter(self.codec, self.compression, known=known, sink=self._write_early).write(
-            state
+        writer = TreeWriter(
+            self.codec,
+            self.compression,
+            known=known,
+            sink=self._write_early,
+            memo=memo,
+            changes=changes,
         )
+        return writer.write(state)
 
     def _write_early(self, objects: list[Packed]) -> int:
         """Store objects of a tree being written, ahead of its record; returns bytes stored.

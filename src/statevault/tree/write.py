@@ -13,7 +13,7 @@ import os
 import threading
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +30,7 @@ from statevault.codec.encoding import (
     Codec,
 )
 from statevault.codec.envelope import ENCODING_RAW, ENCODING_TREE, Packed, pack
+from statevault.ops import AppendOp, ExtendOp, Op
 
 OBJECT_MIN = 64 << 10
 """A dict or list whose encoding reaches 64 KiB becomes a node of its own."""
@@ -53,6 +54,8 @@ _INFLIGHT_LIMIT = 8 << 20
 _SINK_BATCH = 8 << 20
 """Compressed objects are handed to the sink (written) in batches of about this size,
 so a large save holds at most this much of them, not all."""
+
+Path = tuple[Any, ...]
 
 Sink = Callable[[list[Packed]], int]
 """Writes objects before the checkpoint's record; returns the bytes it stored."""
@@ -85,6 +88,25 @@ def _ext(code: int, payload: Any) -> bytes:
     return data
 
 
+@dataclass(frozen=True, slots=True)
+class ListMemo:
+    """How a chunked list was written: enough to reuse its chunks next time.
+
+    Attributes:
+        count: the list's length then.
+        chunks: (digest, items, raw size) of each chunk, in order.
+        large: whether its chunks used the large-payload compression level.
+    """
+
+    count: int
+    chunks: tuple[tuple[bytes, int, int], ...]
+    large: bool
+
+
+Memo = dict[tuple[Any, ...], ListMemo]
+"""Chunked lists of the last tree written, by their path in the state."""
+
+
 @dataclass
 class WrittenTree:
     """A state encoded as a tree, ready to commit.
@@ -103,6 +125,8 @@ class WrittenTree:
     raw_bytes: int = 0
     stored_early: int = 0
     """Bytes the sink stored while the tree was written (not in `objects`)."""
+    memo: Memo = field(default_factory=dict)
+    """How its chunked lists were written, for the next write's reuse."""
 
 
 class TreeWriter:
@@ -116,6 +140,10 @@ class TreeWriter:
         sink: takes batches of finished objects to write before the record (objects
             are immutable, so writing them early is safe); without one, every object
             is kept for the commit.
+        memo, changes: the memo of the last tree written from this same state object,
+            and every operation applied to the state since. A chunked list that the
+            changes only appended to (or changed past its last chunk) keeps its other
+            chunks without re-encoding them: a fold costs the change, not the state.
     """
 
     def __init__(
@@ -125,6 +153,8 @@ class TreeWriter:
         *,
         known: frozenset[bytes] = frozenset(),
         sink: Sink | None = None,
+        memo: Memo | None = None,
+        changes: Sequence[Op] | None = None,
     ) -> None:
         self._codec = codec
         self._compression = compression
@@ -137,6 +167,9 @@ class TreeWriter:
         self._sink = sink
         self._stored_early = 0
         self._raw_bytes = 0
+        self._memo_in = memo if changes is not None else None
+        self._changes = changes or ()
+        self._memo_out: Memo = {}
 
     def write(self, state: Any) -> WrittenTree:
         """Encode `state`; raises `SerializationError` before anything is written."""
@@ -144,7 +177,7 @@ class TreeWriter:
         try:
             value = self._small(state)
             if value is None:
-                value = self._structural(state, children, 0, root=True)
+                value = self._structural(state, children, 0, (), root=True)
         except ENCODE_ERRORS as exc:
             self._drain()
             raise self._codec.explain(state, exc) from None
@@ -156,7 +189,9 @@ class TreeWriter:
         self._raw_bytes += len(raw)
         self._seen.add(root.digest)
         self._drain()
-        return WrittenTree(root, self._done, self._seen, self._raw_bytes, self._stored_early)
+        return WrittenTree(
+            root, self._done, self._seen, self._raw_bytes, self._stored_early, self._memo_out
+        )
 
     # -- objects ----------------------------------------------------------------------
     def _emit(self, raw: bytes, encoding: int, *, large: bool | None = None) -> bytes:
@@ -205,22 +240,22 @@ class TreeWriter:
         return data
 
     # -- values -----------------------------------------------------------------------
-    def _value(self, value: Any, children: list[bytes], depth: int) -> bytes:
+    def _value(self, value: Any, children: list[bytes], depth: int, path: Path) -> bytes:
         """The encoding of `value` inside its parent; digests it refers to go to `children`."""
         t = type(value)
         if t is dict or t is list:
             if depth < STRUCT_DEPTH:
-                return self._structural(value, children, depth)
+                return self._structural(value, children, depth, path)
             data = self._codec.pack_value(value)
             if len(data) < BIG_LEAF:
                 return data
-            return self._structural(value, children, depth)
+            return self._structural(value, children, depth, path)
         if t is bytes and len(value) >= BYTES_CHUNK:
             return self._chunked_bytes(value, children)
         return self._codec.pack_value(value)
 
     def _structural(
-        self, value: Any, children: list[bytes], depth: int, *, root: bool = False
+        self, value: Any, children: list[bytes], depth: int, path: Path, *, root: bool = False
     ) -> bytes:
         """Encode a dict or list item by item; large results become nodes of their own."""
         own: list[bytes] = []
@@ -228,12 +263,12 @@ class TreeWriter:
             parts = [_headers.pack_map_header(len(value))]
             for key, item in value.items():
                 parts.append(self._codec.pack_value(key))
-                parts.append(self._value(item, own, depth + 1))
+                parts.append(self._value(item, own, depth + 1, (*path, key)))
             data = b"".join(parts)
         elif type(value) is list:
-            data = self._list(value, own, depth)
+            data = self._list(value, own, depth, path)
         else:
-            data = self._value(value, own, depth)
+            data = self._value(value, own, depth, path)
         if root or len(data) < OBJECT_MIN:
             children.extend(own)
             return data
@@ -241,7 +276,7 @@ class TreeWriter:
         children.append(key)
         return _ext(EXT_REF, key)
 
-    def _list(self, items: list[Any], children: list[bytes], depth: int) -> bytes:
+    def _list(self, items: list[Any], children: list[bytes], depth: int, path: Path) -> bytes:
         """A list inline, or cut into chunk nodes as it is encoded.
 
         Chunks are emitted as soon as the list is known to be large (its encoding passed
@@ -251,15 +286,28 @@ class TreeWriter:
         count = len(items)
         if count < LIST_MIN_ITEMS:
             head: bytes = _headers.pack_array_header(count)
-            return head + b"".join(self._value(item, children, depth + 1) for item in items)
+            return head + b"".join(
+                self._value(item, children, depth + 1, (*path, i)) for i, item in enumerate(items)
+            )
         closed: list[tuple[list[bytes], list[bytes]]] = []
         current: list[bytes] = []
         current_refs: list[bytes] = []
         size = total = 0
-        chunks: list[list[Any]] = []
+        chunks: list[tuple[bytes, int, int]] = []
         emitting = large = False
-        for i, item in enumerate(items):
-            data = self._value(item, current_refs, depth + 1)
+        start = 0
+        reuse = self._reusable(path, count)
+        if reuse is not None:  # every chunk but the last stands as it was
+            prefix, large = reuse
+            for key, n, raw_size in prefix:
+                children.append(key)
+                self._seen.add(key)
+                self._raw_bytes += raw_size
+                chunks.append((key, n, raw_size))
+                start += n
+            emitting = True
+        for i in range(start, count):
+            data = self._value(items[i], current_refs, depth + 1, (*path, i))
             current.append(data)
             size += len(data)
             total += len(data)
@@ -275,14 +323,49 @@ class TreeWriter:
                     raw = node_bytes(chunk_refs, chunk_head + b"".join(chunk_items))
                     key = self._emit(raw, ENCODING_TREE, large=large)
                     children.append(key)
-                    chunks.append([key, len(chunk_items)])
+                    chunks.append((key, len(chunk_items), len(raw)))
                 closed.clear()
         if not emitting:  # small after all: inline, its references go to the parent
             for _, chunk_refs in closed:
                 children.extend(chunk_refs)
             head = _headers.pack_array_header(count)
             return head + b"".join(data for chunk_items, _ in closed for data in chunk_items)
-        return _ext(EXT_CHUNKED_LIST, [count, chunks])
+        self._memo_out[path] = ListMemo(count, tuple(chunks), large)
+        return _ext(EXT_CHUNKED_LIST, [count, [[key, n] for key, n, _ in chunks]])
+
+    def _reusable(
+        self, path: Path, count: int
+    ) -> tuple[tuple[tuple[bytes, int, int], ...], bool] | None:
+        """The chunks of the list at `path` that the changes since its memo left alone.
+
+        A change at the list itself must be an append or extend; a change inside it
+        must be at an index past its last chunk's start (items before it then neither
+        changed nor moved). Anything else, or a change at a path above the list, and
+        the whole list is encoded again.
+        """
+        if self._memo_in is None:
+            return None
+        memo = self._memo_in.get(path)
+        if memo is None or len(memo.chunks) < 2:
+            return None
+        stable = memo.count - memo.chunks[-1][1]
+        depth = len(path)
+        for op in self._changes:
+            where = op.path
+            if where[:depth] != path[: len(where)]:
+                continue  # elsewhere in the state
+            if len(where) < depth:
+                return None  # the list or one of its parents was changed as a whole
+            if len(where) == depth:
+                if type(op) in (AppendOp, ExtendOp):
+                    continue
+                return None
+            index = where[depth]
+            if type(index) is not int or index < stable:
+                return None
+        if count < stable:
+            return None
+        return memo.chunks[:-1], memo.large
 
     def _chunked_bytes(self, value: bytes, children: list[bytes]) -> bytes:
         view = memoryview(value)
