@@ -154,3 +154,23 @@ def test_unstorable_value_deep_in_a_big_state_names_its_path(vault: statevault.V
         vault.run("r").save(state)
     assert caught.value.path == "state['messages'][2500]['callback']"
     assert vault.runs() == []
+
+
+def test_large_arrays_are_chunked_and_a_change_rewrites_one_chunk(vault: statevault.Vault) -> None:
+    np = pytest.importorskip("numpy")
+    weights = np.arange(3_000_000, dtype=np.float32).reshape(1000, 3000)
+    table = np.ones(200_000, dtype=[("a", "<i4"), ("b", "<f8")])
+    run = vault.run("r")
+    first = run.save({"w": weights, "t": table, "f": np.asfortranarray(weights[:200])})
+    changed = weights.copy()
+    changed[500, 7] = -1
+    second = run.save({"w": changed, "t": table, "f": np.asfortranarray(weights[:200])})
+    loaded = run.load()
+    assert (loaded["w"] == changed).all()
+    assert loaded["w"].dtype == np.float32
+    assert loaded["w"].flags.writeable
+    assert loaded["t"].dtype == table.dtype
+    assert (loaded["f"] == weights[:200]).all()
+    assert second.stored_bytes < first.stored_bytes / 5
+    assert second.stored_bytes < 1.5 * tw.BYTES_CHUNK
+    assert vault.verify().ok

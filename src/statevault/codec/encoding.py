@@ -588,6 +588,20 @@ def _ndarray_fields(o: Any) -> list[Any]:
     return [descr, None if scalar else list(arr.shape), data]
 
 
+def ndarray_buffer(o: Any) -> tuple[Any, list[int], memoryview] | None:
+    """(dtype descr, shape, raw C-order bytes without a copy) of a plain NumPy array.
+
+    None for anything else (scalars, object arrays, subclasses): those are packed whole.
+    """
+    import numpy as np  # noqa: PLC0415 - only reached for NumPy values; NumPy is optional
+
+    if type(o) is not np.ndarray or o.dtype.hasobject:
+        return None
+    arr = np.ascontiguousarray(o)
+    flat = arr.reshape(-1).view(np.uint8)
+    return np.lib.format.dtype_to_descr(arr.dtype), list(arr.shape), flat.data
+
+
 def decode_ndarray(v: list[Any]) -> Any:
     try:
         import numpy as np  # noqa: PLC0415 - optional dependency

@@ -26,8 +26,10 @@ from statevault.codec.encoding import (
     ENCODE_ERRORS,
     EXT_CHUNKED_BYTES,
     EXT_CHUNKED_LIST,
+    EXT_NDARRAY,
     EXT_REF,
     Codec,
+    ndarray_buffer,
 )
 from statevault.codec.envelope import ENCODING_RAW, ENCODING_TREE, Packed, pack
 from statevault.ops import AppendOp, ExtendOp, Op
@@ -251,7 +253,15 @@ class TreeWriter:
                 return data
             return self._structural(value, children, depth, path)
         if t is bytes and len(value) >= BYTES_CHUNK:
-            return self._chunked_bytes(value, children)
+            return self._chunked_bytes(memoryview(value), children)
+        if t.__module__ == "numpy" and getattr(value, "nbytes", 0) >= BYTES_CHUNK:
+            parts = ndarray_buffer(value)
+            if parts is not None:
+                descr, shape, buffer = parts
+                head = _headers.pack_array_header(3) + _headers.pack(descr) + _headers.pack(shape)
+                payload = head + self._chunked_bytes(buffer, children)
+                array: bytes = _headers.pack(msgpack.ExtType(EXT_NDARRAY, payload))
+                return array
         return self._codec.pack_value(value)
 
     def _structural(
@@ -367,15 +377,16 @@ class TreeWriter:
             return None
         return memo.chunks[:-1], memo.large
 
-    def _chunked_bytes(self, value: bytes, children: list[bytes]) -> bytes:
-        view = memoryview(value)
+    def _chunked_bytes(self, view: memoryview, children: list[bytes]) -> bytes:
+        """Large bytes or an array's buffer as fixed 1 MiB raw chunks: one changed byte
+        rewrites one chunk, and equal regions are stored once."""
         chunks: list[list[Any]] = []
-        for start in range(0, len(value), BYTES_CHUNK):
+        for start in range(0, len(view), BYTES_CHUNK):
             piece = bytes(view[start : start + BYTES_CHUNK])
             key = self._emit(piece, ENCODING_RAW, large=True)
             children.append(key)
             chunks.append([key, len(piece)])
-        return _ext(EXT_CHUNKED_BYTES, [len(value), chunks])
+        return _ext(EXT_CHUNKED_BYTES, [len(view), chunks])
 
 
 def _cut_after(item: bytes, chunk_size: int) -> bool:
