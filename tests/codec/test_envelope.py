@@ -6,12 +6,10 @@ import os
 import random
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from samples import CODEC
 from statevault.codec import compression as comp
-from statevault.codec.envelope import HEADER_SIZE, pack, pack_pieces, seal, unpack, unseal
+from statevault.codec.envelope import HEADER_SIZE, pack, seal, unseal
 from statevault.errors import CorruptionError
 
 
@@ -25,39 +23,6 @@ def big_state(mb: int) -> dict[str, object]:
         ],
         "blob": os.urandom(1000),
     }
-
-
-@pytest.mark.parametrize("name", ["zstd", "lz4", "none"])
-def test_streamed_large_payload_matches_one_shot(name: str) -> None:
-    state = big_state(12)
-    raw = CODEC.encode(state)
-    assert len(raw) > comp.LARGE_PAYLOAD
-    pieces = list(CODEC.encode_pieces(state))
-    assert b"".join(pieces) == raw, "the pieces are exactly the one-shot encoding"
-    assert len(pieces) > 100
-    settings_ = comp.Compression.parse(name)
-    streamed = pack_pieces(pieces, settings_)
-    assert streamed.digest == pack(raw, settings_).digest
-    assert streamed.raw_size == len(raw)
-    assert bytes(unpack(streamed.data, streamed.digest).raw) == raw
-    if name != "none":
-        assert len(streamed.data) < len(raw) / 2
-
-
-def test_small_payload_is_packed_one_shot() -> None:
-    state = {"a": [1, 2, 3], "b": "x" * 500}
-    settings_ = comp.Compression.parse("zstd")
-    assert pack_pieces(CODEC.encode_pieces(state), settings_) == pack(
-        CODEC.encode(state), settings_
-    )
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.recursive(st.integers() | st.text(), lambda x: st.lists(x) | st.dictionaries(st.text(), x))
-)
-def test_pieces_always_join_to_the_encoding(value: object) -> None:
-    assert b"".join(CODEC.encode_pieces(value)) == CODEC.encode(value)
 
 
 def test_incompressible_and_tiny_payloads_are_stored_raw() -> None:

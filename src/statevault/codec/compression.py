@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 import lz4.frame
 import zstandard
@@ -91,73 +91,6 @@ class Compression:
         if len(packed) > len(raw) * _KEEP_RATIO:
             return NONE, raw
         return cid, packed
-
-    def stream(self) -> Stream:
-        """A compressor for a payload of `LARGE_PAYLOAD` bytes or more, fed in pieces.
-
-        zstd compresses on worker threads of its own (the GIL is not needed there), so
-        the caller can go on encoding while earlier pieces are compressed.
-        """
-        if self.name == "zstd":
-            level = self.level if self.level_for_large is None else self.level_for_large
-            return _ZstdStream(level)
-        if self.name == "lz4":
-            return _Lz4Stream(self.level)
-        return _RawStream()
-
-
-class Stream(Protocol):
-    """A streaming compressor: `compress` pieces, then `flush` once."""
-
-    cid: int
-
-    def compress(self, data: bytes) -> bytes: ...
-    def flush(self) -> bytes: ...
-
-
-class _ZstdStream:
-    cid = ZSTD
-
-    def __init__(self, level: int) -> None:
-        self._obj = zstandard.ZstdCompressor(level=level, threads=-1).compressobj()
-
-    def compress(self, data: bytes) -> bytes:
-        out: bytes = self._obj.compress(data)
-        return out
-
-    def flush(self) -> bytes:
-        out: bytes = self._obj.flush()
-        return out
-
-
-class _Lz4Stream:
-    cid = LZ4
-
-    def __init__(self, level: int) -> None:
-        self._obj = lz4.frame.LZ4FrameCompressor(compression_level=level)
-        self._started = False
-
-    def compress(self, data: bytes) -> bytes:
-        head = b""
-        if not self._started:
-            head = self._obj.begin()
-            self._started = True
-        out: bytes = head + self._obj.compress(data)
-        return out
-
-    def flush(self) -> bytes:
-        out: bytes = (b"" if self._started else self._obj.begin()) + self._obj.flush()
-        return out
-
-
-class _RawStream:
-    cid = NONE
-
-    def compress(self, data: bytes) -> bytes:
-        return data
-
-    def flush(self) -> bytes:
-        return b""
 
 
 _local = threading.local()

@@ -19,17 +19,3 @@ def digest(data: bytes | bytearray | memoryview) -> bytes:
     if len(data) >= _THREADED_FROM:
         return blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest()
     return blake3.blake3(data).digest()
-
-
-class Hasher:
-    """An incremental digest, equal to `digest()` of everything fed to `update`."""
-
-    def __init__(self) -> None:
-        self._hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-
-    def update(self, data: bytes | memoryview) -> None:
-        self._hasher.update(data)
-
-    def digest(self) -> bytes:
-        out: bytes = self._hasher.digest()
-        return out

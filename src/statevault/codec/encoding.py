@@ -83,10 +83,6 @@ than a fresh msgpack Packer per value, and byte-identical to its output for thes
 _HEADERS = msgpack.Packer()
 """Writes only map and array headers (no state, so one serves every thread)."""
 
-_STREAM_DEPTH = 2
-"""How many levels of plain dicts and lists `encode_pieces` splits: enough to cut
-typical state (a dict of long lists of records) into pieces of a few kilobytes."""
-
 _PATH_KINDS: dict[type[Any], int] = {
     pathlib.PurePosixPath: 0,
     pathlib.PosixPath: 1,
@@ -281,34 +277,6 @@ class Codec:
             return self._pack(value)
         except ENCODE_ERRORS as exc:
             raise self._explain(value, exc) from None
-
-    def encode_pieces(self, value: Any) -> Iterator[bytes]:
-        """The same bytes as `encode(value)`, in pieces, so a large state is never one buffer.
-
-        The top levels of plain dicts and lists are written item by item (a MessagePack
-        map or array is a header followed by its items); deeper values are packed whole.
-
-        Raises:
-            SerializationError: as `encode`, raised while iterating.
-        """
-        try:
-            yield from self._pieces(value, _STREAM_DEPTH)
-        except ENCODE_ERRORS as exc:
-            raise self._explain(value, exc) from None
-
-    def _pieces(self, value: Any, depth: int) -> Iterator[bytes]:
-        t = type(value)
-        if depth and t is dict:
-            yield _HEADERS.pack_map_header(len(value))
-            for key, item in value.items():
-                yield self._pack(key)
-                yield from self._pieces(item, depth - 1)
-        elif depth and t is list:
-            yield _HEADERS.pack_array_header(len(value))
-            for item in value:
-                yield from self._pieces(item, depth - 1)
-        else:
-            yield self._pack(value)
 
     def _default(self, o: Any) -> Any:
         t = type(o)

@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from statevault.codec import compression as comp
-from statevault.codec.digest import DIGEST_SIZE, Hasher, digest
+from statevault.codec.digest import DIGEST_SIZE, digest
 from statevault.errors import CorruptionError, UnsupportedFormatError
 
 MAGIC = b"SV"
@@ -78,56 +77,6 @@ def pack(
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, encoding, cid, 0, 0, len(raw), len(payload))
     crc = zlib.crc32(payload, zlib.crc32(header))
     return Packed(key, b"".join((header, _CRC.pack(crc), payload)), len(raw))
-
-
-_FEED = 1 << 20
-"""Pieces are joined into 1 MiB blocks before hashing and compressing: fewer calls, and
-blocks big enough for the compressor's worker threads to take in parallel."""
-
-
-def pack_pieces(
-    pieces: Iterable[bytes], compression: comp.Compression, *, encoding: int = ENCODING_MSGPACK
-) -> Packed:
-    """`pack(b"".join(pieces))`, without ever holding the whole raw payload.
-
-    Payloads under `LARGE_PAYLOAD` are joined and packed as usual. Larger ones are
-    hashed and compressed block by block as the pieces arrive; the raw bytes are the
-    same, and so is the digest.
-    """
-    head: list[bytes] = []
-    size = 0
-    iterator = iter(pieces)
-    for piece in iterator:
-        head.append(piece)
-        size += len(piece)
-        if size >= comp.LARGE_PAYLOAD:
-            break
-    else:
-        return pack(b"".join(head), compression, encoding=encoding)
-    hasher = Hasher()
-    stream = compression.stream()
-    out: list[bytes] = []
-    block: list[bytes] = head
-    block_size = size
-    raw_size = 0
-    for piece in iterator:
-        block.append(piece)
-        block_size += len(piece)
-        if block_size >= _FEED:
-            data = b"".join(block)
-            hasher.update(data)
-            out.append(stream.compress(data))
-            raw_size += block_size
-            block, block_size = [], 0
-    data = b"".join(block)
-    hasher.update(data)
-    out.append(stream.compress(data))
-    out.append(stream.flush())
-    raw_size += block_size
-    payload = b"".join(out)
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, encoding, stream.cid, 0, 0, raw_size, len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(header))
-    return Packed(hasher.digest(), b"".join((header, _CRC.pack(crc), payload)), raw_size)
 
 
 @dataclass(frozen=True, slots=True)
