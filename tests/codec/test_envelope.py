@@ -1,4 +1,4 @@
-"""Envelopes: one-shot and streamed packing agree; every check rejects what it must."""
+"""Envelopes: what is stored raw, which level applies, and every check rejects what it must."""
 
 from __future__ import annotations
 
