@@ -92,10 +92,13 @@ class FloorSaved:
     stored_bytes: int = 0
 
 
-def floor_save(state: Any, root: str, *, level: int = floors.ZSTD_LEVEL) -> tuple[Step, FloorSaved]:
-    """The floor save into a new file per rep (deleted after it, untimed)."""
+def floor_save(state: Any, root: str, *, level: int | None = None) -> tuple[Step, FloorSaved]:
+    """The floor save into a new file per rep (deleted after it, untimed).
+
+    `level`: the zstd level; None is the floor's own (statevault's level for the size).
+    """
     out = FloorSaved()
-    path = os.path.join(root, f"floor-save-{level}.zst")
+    path = os.path.join(root, f"floor-save-{level or 'default'}.zst")
 
     def step(record: bool) -> None:
         gc.collect()

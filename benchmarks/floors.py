@@ -1,16 +1,17 @@
 """The limits statevault is judged against, measured with plain libraries in the same run.
 
 A save's floor is what any durable save of the same value must at least do:
-msgspec.msgpack encode, zstd level 3 compress, BLAKE3 of the encoded bytes, and one
-write + fsync of the compressed bytes to a new, empty file (created before the clock
-starts). A load's floor is the way back: read the file, decompress, decode. No
-framing, no database, no rename, no checks.
+msgspec.msgpack encode, zstd compress (at the level statevault uses for that size),
+BLAKE3 of the encoded bytes, and one write + fsync of the compressed bytes to a new,
+empty file (created before the clock starts). A load's floor is the way back: read
+the file, decompress, decode. No framing, no database, no rename, no checks.
 
-Settings follow statevault's own choices where the floor has the same freedom:
-zstd on every core from 8 MiB, BLAKE3 on every core from 4 MiB, write() calls of at
-most 1 MiB (larger calls into a new file ran ~10x slower on this machine, see
-/work/shared/research/limits.md §4.1), and the GC paused while decoding more than
-1 MiB. Each phase is timed on its own, so the floor's total is their sum.
+Settings follow statevault's own choices where the floor has the same freedom: zstd
+level 3, but level 1 from 8 MiB of encoded state (statevault's level for large
+values), zstd on every core from 8 MiB, BLAKE3 on every core from 4 MiB, write()
+calls of at most 1 MiB (as statevault's file I/O; see docs/performance.md, "Machine
+effects"), and the GC paused while decoding more than 1 MiB. Each phase is timed on
+its own, so the floor's total is their sum.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from benchmarks.timing import Samples
 
 WRITE_CHUNK = 1 << 20
 ZSTD_LEVEL = 3
+ZSTD_LEVEL_LARGE = 1
+_LARGE_FROM = 8 << 20
 _THREADED_COMPRESS_FROM = 8 << 20
 _THREADED_HASH_FROM = 4 << 20
 _GC_PAUSE_FROM = 1 << 20
@@ -41,15 +44,16 @@ LOAD_PHASES = ("read", "decompress", "decode")
 
 @dataclass(slots=True)
 class Phased:
-    """Per-phase samples; a rep's total is the sum of its phases."""
+    """Per-phase samples; a rep's total is the sum of its phases, or its measured time."""
 
     phases: dict[str, Samples] = field(default_factory=dict)
     total: Samples = field(default_factory=Samples)
 
-    def add(self, times: dict[str, int]) -> None:
+    def add(self, times: dict[str, int], *, total: int | None = None) -> None:
+        """One rep's phases; its total is their sum unless given (overlapping phases)."""
         for name, ns in times.items():
             self.phases.setdefault(name, Samples()).ns.append(ns)
-        self.total.ns.append(sum(times.values()))
+        self.total.ns.append(sum(times.values()) if total is None else total)
 
 
 @contextlib.contextmanager
@@ -62,6 +66,11 @@ def gc_paused(pause: bool) -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def level_for(raw_size: int) -> int:
+    """The zstd level statevault uses for a state of `raw_size` encoded bytes."""
+    return ZSTD_LEVEL_LARGE if raw_size >= _LARGE_FROM else ZSTD_LEVEL
 
 
 def _compressor(size: int, level: int) -> zstandard.ZstdCompressor:
@@ -83,10 +92,11 @@ def write_fsync(fd: int, data: bytes) -> None:
     os.fsync(fd)
 
 
-def save_once(state: Any, path: str, *, level: int = ZSTD_LEVEL) -> tuple[dict[str, int], int]:
+def save_once(state: Any, path: str, *, level: int | None = None) -> tuple[dict[str, int], int]:
     """One floor save of `state` into the new file `path`: (phase ns, stored bytes).
 
-    `level` is the zstd level; other levels than 3 are "what if" rows, not the floor.
+    `level` is the zstd level; None is statevault's own (`level_for`). Other levels are
+    "what if" rows, not the floor.
 
     The file is created before the clock starts: creating a file costs ~0.5 ms on this
     VM (docs/performance.md), and the SQLite default creates none per save, so counting
@@ -98,7 +108,8 @@ def save_once(state: Any, path: str, *, level: int = ZSTD_LEVEL) -> tuple[dict[s
         t0 = clock()
         raw = msgspec.msgpack.encode(state)
         t1 = clock()
-        compressor = _compressor(len(raw), level)  # built untimed: statevault caches its own
+        chosen = level_for(len(raw)) if level is None else level
+        compressor = _compressor(len(raw), chosen)  # built untimed: statevault caches its own
         t2 = clock()
         packed = compressor.compress(raw)
         t3 = clock()

@@ -152,6 +152,26 @@ def measure(kind: str, threads: int, commits: int, root: str) -> float:
     return per_thread * threads / elapsed
 
 
+def scaling(
+    root: str, *, reps: int, commits: int, kinds: tuple[str, ...] = KINDS
+) -> dict[tuple[str, int], list[float]]:
+    """Commits per second of every (kind, threads) configuration: `reps` values each.
+
+    One warm-up round, then `reps` rounds; configurations alternate within a round, in
+    an order that flips every round, each rep in a fresh vault under `root`.
+    """
+    configs = [(kind, n) for kind in kinds for n in THREADS]
+    rates: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
+    warmup = 1
+    for i in range(warmup + reps):
+        # Alternate the order so that no configuration always runs first after a pause.
+        for config in configs if i % 2 == 0 else configs[::-1]:
+            rate = measure(*config, commits, root)
+            if i >= warmup:
+                rates[config].append(rate)
+    return rates
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.group_commit")
     ap.add_argument("--reps", type=int, default=5, help="measured reps per configuration")
@@ -160,18 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     root = tempfile.mkdtemp(prefix="statevault-group-commit-", dir=choose_dir(args.dir))
-    configs = [(kind, n) for kind in KINDS for n in THREADS]
-    rates: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
     print(f"writing to {root} on {fs_type(root)}; {os.cpu_count()} CPUs", flush=True)
     try:
         record_bytes = {"api": api_record_bytes(root), "backend": RECORD_BYTES}
-        warmup = 1
-        for i in range(warmup + args.reps):
-            # Alternate the order so that no configuration always runs first after a pause.
-            for config in configs if i % 2 == 0 else configs[::-1]:
-                rate = measure(*config, args.commits, root)
-                if i >= warmup:
-                    rates[config].append(rate)
+        rates = scaling(root, reps=args.reps, commits=args.commits)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -6,6 +6,8 @@ import importlib.metadata
 import os
 import platform
 import sqlite3
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,39 +17,56 @@ import statevault
 from benchmarks.floors import Phased
 from benchmarks.timing import Samples, fmt_ns, fmt_range
 
+_PLAIN_UNITS: dict[str, Callable[[float], str]] = {
+    "%": lambda v: f"{v:.1%}",
+    "B": lambda v: f"{v:,.0f} B",
+    "MB": lambda v: f"{v / 1e6:,.1f} MB",
+    "x": lambda v: f"{v:.2f}x",
+    "/s": lambda v: f"{v:,.0f}/s",
+}
+"""Units of values that are not durations (durations are "ms" or "µs", in ns)."""
+
 
 @dataclass(slots=True)
 class Row:
     """One line of the results table.
 
-    `value` and `floor` are samples (shown as their median, or p99 when `stat` says
-    so) or a plain fraction for stored sizes. The ratio is value / floor.
+    `value` and `floor` are samples (shown as their median, or p99 or max when `stat`
+    says so) or a plain number in `unit` (a fraction, bytes, a rate). The ratio is
+    value / floor.
     """
 
     case: str
-    unit: str  # "ms", "µs" or "%"
+    unit: str  # "ms" or "µs" (durations in ns), or one of _PLAIN_UNITS
     value: Samples | float
     floor_name: str = ""
     floor: Samples | float | None = None
     target: str = ""
     result: str = "ctx"  # PASS, MISS or ctx (context, no target)
     note: str = ""
-    stat: str = "median"  # or "p99"
+    stat: str = "median"  # or "p99" or "max"
+    n: int = 1
+    """How many values a plain-number `value` summarizes (Samples count their own)."""
+    spread: str = "—"
+    """The min - max column for a plain-number `value`."""
 
     def _stat(self, v: Samples | float) -> float:
         if not isinstance(v, Samples):
             return v
-        return v.percentile(99) if self.stat == "p99" else v.median
+        if self.stat == "p99":
+            return v.percentile(99)
+        return v.max if self.stat == "max" else v.median
 
     def _show(self, v: float) -> str:
-        return f"{v:.1%}" if self.unit == "%" else fmt_ns(v, self.unit)
+        shown = _PLAIN_UNITS.get(self.unit)
+        return shown(v) if shown else fmt_ns(v, self.unit)
 
     def cells(self) -> list[str]:
         value = self._stat(self.value)
-        n, spread = "1", "—"
+        n, spread = str(self.n), self.spread
         if isinstance(self.value, Samples):
             n = str(self.value.n)
-            if self.stat == "median":
+            if self.stat == "median" and self.value.n > 1:
                 spread = fmt_range(self.value, self.unit)
         floor_text = ratio = "—"
         if self.floor is not None:
@@ -87,6 +106,7 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def add(self, row: Row) -> None:
         """Keep the row and print it at once, so a long run shows progress."""
@@ -111,18 +131,24 @@ def results_table(rows: list[Row]) -> str:
 
 def phase_table(title: str, phased: Phased, order: tuple[str, ...]) -> str:
     """Median of each phase and its share of the median total (shares need not add
-    up to exactly 100%: a median of sums is not a sum of medians)."""
+    up to exactly 100%: a median of sums is not a sum of medians).
+
+    Phases named "pool: ..." ran on other threads, overlapping the rest: they have no
+    share and are not part of the total.
+    """
     total = phased.total.median
     body = [
         [
             name,
             fmt_ns(phased.phases[name].median, "ms"),
-            f"{phased.phases[name].median / total:.0%}",
+            "overlaps"
+            if name.startswith("pool: ")
+            else f"{phased.phases[name].median / total:.0%}",
         ]
         for name in order
         if name in phased.phases
     ]
-    body.append(["**total** (median of per-rep sums)", fmt_ns(total, "ms"), ""])
+    body.append(["**total** (median of per-rep totals)", fmt_ns(total, "ms"), ""])
     return f"#### {title} (n={phased.total.n})\n\n" + markdown(["phase", "median", "share"], body)
 
 
@@ -159,6 +185,27 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _checkout() -> str:
+    """The git commit of the statevault being measured, and whether its src/ is edited."""
+    src = os.path.dirname(os.path.dirname(os.path.abspath(statevault.__file__)))
+    try:
+        head = subprocess.run(
+            ["git", "-C", src, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", src, "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{head}{' with uncommitted changes in src/' if dirty else ''}"
+
+
 def machine_info(bench_dir: str) -> dict[str, str]:
     versions = {}
     for dist in ("statevault", "msgspec", "msgpack", "zstandard", "lz4", "blake3"):
@@ -174,5 +221,6 @@ def machine_info(bench_dir: str) -> dict[str, str]:
         "libzstd": ".".join(map(str, zstandard.ZSTD_VERSION)),
         "libraries": ", ".join(f"{k} {v}" for k, v in versions.items()),
         "statevault from": os.path.dirname(statevault.__file__),
+        "statevault commit": _checkout(),
         "bench dir": f"{bench_dir} on {fs_type(bench_dir)}",
     }

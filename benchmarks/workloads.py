@@ -229,3 +229,23 @@ def small_state(i: int, *, seed: int = 7) -> dict[str, Any]:
         "last_event": g.event(i),
         "note": g.text(80),
     }
+
+
+def chat_messages(n: int, *, chars: int = 2048, seed: int = 11) -> list[dict[str, Any]]:
+    """`n` chat messages, each with about `chars` characters of English-like text.
+
+    The text is the same word-list prose as `typical_state`'s messages: sentences until
+    about `chars` characters (2,047-2,178 for 1000 messages of the default 2048, about
+    2,157 B of JSON each with the other fields). Deterministic for a given
+    (n, chars, seed); roles alternate user / assistant.
+    """
+    g = _Gen(seed)
+    return [
+        {
+            "id": g.short_id("msg"),
+            "role": ROLES[i % 2],
+            "content": g.text(chars),
+            "tokens": g.r.randint(300, 700),
+        }
+        for i in range(n)
+    ]

@@ -281,6 +281,17 @@ class Run:
             with suppress(ConflictError, RunNotFound):
                 self._refresh(allow_empty=True)
 
+    def _newest(self) -> list[tuple[CheckpointRecord, bytes]]:
+        """The newest entry, and the entries back to the state it replays from.
+
+        One record first: most often it is a state or fold, and reading the whole
+        window (up to `policy.records` deltas) and checking each would be wasted.
+        """
+        newest = read_newest(self._engine, self._id, window=1)
+        if newest and newest[0][0].kind not in STATE_KINDS:
+            newest = read_newest(self._engine, self._id, window=self._policy.records + 2)
+        return newest
+
     def _materialized(self) -> Any:
         """The state at the head, from this handle's cache or loaded (lock held)."""
         if self._cache is _NOTHING:
@@ -294,7 +305,7 @@ class Run:
         raises `ConflictError`: a change is never applied to a state its writer has
         not seen, and the retry starts from the newer state.
         """
-        newest = read_newest(self._engine, self._id, window=self._policy.records + 2)
+        newest = self._newest()
         expected = self._known
         if not newest:
             self._known, self._cache, self._since = NO_HEAD, _NOTHING, Since()
@@ -341,7 +352,7 @@ class Run:
         if lazy:
             return self._load_lazy(at, default)
         if at is None:
-            newest = read_newest(self._engine, self._id, window=self._policy.records + 2)
+            newest = self._newest()
             if not newest:
                 if default is not MISSING:
                     with self._lock:
@@ -398,9 +409,7 @@ class Run:
 
     def _get(self, keys: list[Any], at: int | None) -> Any:
         if at is None:
-            newest = [
-                r for r, _ in read_newest(self._engine, self._id, window=self._policy.records + 2)
-            ]
+            newest = [r for r, _ in self._newest()]
             if not newest:
                 raise RunNotFound(self._id)
         else:

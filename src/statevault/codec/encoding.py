@@ -67,6 +67,10 @@ EXT_CHUNKED_BYTES = 22
 
 UnknownTypes = Literal["error", "keep"]
 
+_KEEP_PACKER_BELOW = 1 << 20
+"""A thread's cached packer is dropped after packing more than this: it keeps the
+capacity its buffer grew to, which would pin that much memory for good."""
+
 _GC_PAUSE_FROM = 1 << 20
 """Decoding builds many container objects, and the cyclic GC rescans them as they are
 made: for 100 MB of state that made decoding 2.6x slower here. Above 1 MiB the
@@ -260,6 +264,8 @@ class Codec:
         except BaseException:
             self._local.packer = None  # a failed pack may leave the buffer half written
             raise
+        if len(data) > _KEEP_PACKER_BELOW:
+            self._local.packer = None  # its buffer grew to this size and would stay so
         return data
 
     def explain(self, state: Any, error: BaseException) -> SerializationError:

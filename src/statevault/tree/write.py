@@ -47,8 +47,8 @@ CHUNK_TARGET = 128 << 10
 CHUNK_MAX = 512 << 10
 """Content-defined list chunks: at least 32 KiB (unless the list ends), 128 KiB on
 average, never more than 512 KiB (a single larger item is a chunk alone)."""
-_SMALL_ROOT_ITEMS = 32
-"""Roots with at most this many items are first packed whole (see `_small`)."""
+_SMALL_OBJECTS = 256
+"""States of at most this many values (and little text) are packed whole (`_small`)."""
 BYTES_CHUNK = 1 << 20
 """`bytes` of 1 MiB and more are cut into fixed 1 MiB raw chunks."""
 _INFLIGHT_LIMIT = 8 << 20
@@ -231,15 +231,14 @@ class TreeWriter:
         """The whole encoding of a state that is surely small, else None.
 
         Below OBJECT_MIN nothing becomes a node or a chunk, so packing the state whole
-        gives exactly the bytes the item-by-item walk would, in one C call. A root
-        with few items is tried; a larger one would risk packing a big state twice.
+        gives exactly the bytes the item-by-item walk would, in one C call. Whether a
+        state is small is decided first by a walk that gives up after a few hundred
+        objects, so a large state is never packed twice.
         """
-        if type(state) in (dict, list) and len(state) > _SMALL_ROOT_ITEMS:
+        if not _surely_small(state):
             return None
         data = self._codec.pack_value(state)
-        if len(data) >= OBJECT_MIN:
-            return None
-        return data
+        return data if len(data) < OBJECT_MIN else None
 
     # -- values -----------------------------------------------------------------------
     def _value(self, value: Any, children: list[bytes], depth: int, path: Path) -> bytes:
@@ -387,6 +386,31 @@ class TreeWriter:
             children.append(key)
             chunks.append([key, len(piece)])
         return _ext(EXT_CHUNKED_BYTES, [len(view), chunks])
+
+
+def _surely_small(state: Any) -> bool:
+    """True if `state` has at most `_SMALL_OBJECTS` values and little text: its encoding
+    is then well under OBJECT_MIN. Costs at most `_SMALL_OBJECTS` steps, whatever the
+    state's size."""
+    budget = _SMALL_OBJECTS
+    size = 0
+    stack = [state]
+    while stack:
+        value = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return False
+        t = type(value)
+        if t is dict:
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif t is list or t is tuple:
+            stack.extend(value)
+        elif t is str or t is bytes:
+            size += len(value)
+            if size > OBJECT_MIN // 8:
+                return False
+    return True
 
 
 def _cut_after(item: bytes, chunk_size: int) -> bool:
