@@ -62,7 +62,14 @@ import zstandard  # noqa: E402
 import statevault  # noqa: E402
 from benchmarks import floors, group_commit  # noqa: E402
 from benchmarks.cases import Scratch, floor_load  # noqa: E402
-from benchmarks.report import Report, Row, judge, machine_info, results_table  # noqa: E402
+from benchmarks.report import (  # noqa: E402
+    Report,
+    Row,
+    judge,
+    machine_info,
+    results_table,
+    write_json,
+)
 from benchmarks.run import choose_dir  # noqa: E402
 from benchmarks.timing import Samples, alternate  # noqa: E402
 from benchmarks.workloads import chat_messages, json_size, typical_state  # noqa: E402
@@ -792,19 +799,9 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print(f"\ntotal time {elapsed:.0f} s", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "machine": info,
-                    "argv": sys.argv[1:],
-                    "elapsed_s": elapsed,
-                    "rows": [r.as_dict() for r in report.rows],
-                    "details": report.details,
-                },
-                f,
-                indent=1,
-            )
-        print(f"wrote {args.json}")
+        write_json(
+            args.json, machine=info, elapsed=elapsed, rows=report.rows, details=report.details
+        )
     return 0
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import sqlite3
 import subprocess
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,3 +226,22 @@ def machine_info(bench_dir: str) -> dict[str, str]:
         "statevault commit": _checkout(),
         "bench dir": f"{bench_dir} on {fs_type(bench_dir)}",
     }
+
+
+def write_json(
+    path: str, *, machine: Any, elapsed: float, rows: Sequence[Any], details: Any
+) -> None:
+    """Write a run's rows and details to `path` (the `--json` option of every benchmark)."""
+    with open(path, "w") as f:
+        json.dump(
+            {
+                "machine": machine,
+                "argv": sys.argv[1:],
+                "elapsed_s": elapsed,
+                "rows": [r.as_dict() for r in rows],
+                "details": details,
+            },
+            f,
+            indent=1,
+        )
+    print(f"wrote {path}")

@@ -13,10 +13,8 @@ it is compared with are measured alternately, on the same disk.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,6 +35,7 @@ from benchmarks.report import (
     phase_dump,
     phase_table,
     results_table,
+    write_json,
 )
 from benchmarks.timing import alternate
 from benchmarks.workloads import json_size, small_state, typical_state
@@ -336,17 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print(f"total time {elapsed:.0f} s", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "machine": info,
-                    "argv": sys.argv[1:],
-                    "elapsed_s": elapsed,
-                    "rows": [r.as_dict() for r in report.rows],
-                    "details": report.details,
-                },
-                f,
-                indent=1,
-            )
-        print(f"wrote {args.json}")
+        write_json(
+            args.json, machine=info, elapsed=elapsed, rows=report.rows, details=report.details
+        )
     return 0
