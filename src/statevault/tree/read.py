@@ -40,6 +40,20 @@ _WINDOW = 64
 keep the pool busy, and a bound on a load's memory beyond the state itself."""
 
 
+def decode_checked(decoder: msgspec.msgpack.Decoder[Any], data: bytes | memoryview) -> Any:
+    """Decode a verified payload; one that still does not decode is `CorruptionError`.
+
+    Typed errors raised by extension hooks (damage found deeper, an unregistered
+    class) pass through unchanged.
+    """
+    try:
+        return decoder.decode(data)
+    except (CorruptionError, SerializationError):
+        raise
+    except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise CorruptionError(f"stored value does not decode ({exc})") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
     """An unpacked object: its encoding, its children and its value bytes (or raw bytes)."""
@@ -179,12 +193,7 @@ class TreeReader:
 
     # -- decoding -----------------------------------------------------------------------
     def _decode(self, data: bytes | memoryview) -> Any:
-        try:
-            return self._decoder.decode(data)
-        except (CorruptionError, SerializationError):
-            raise
-        except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
-            raise CorruptionError(f"stored value does not decode ({exc})") from exc
+        return decode_checked(self._decoder, data)
 
     def _ext_hook(self, code: int, data: memoryview) -> Any:
         if code == EXT_REF:
@@ -234,12 +243,7 @@ def check_value(node: Node, codec: Codec) -> None:
         return codec.decode_ext(code, data)
 
     decoder = msgspec.msgpack.Decoder(ext_hook=hook)
-    try:
-        decoder.decode(node.value)
-    except (CorruptionError, SerializationError):
-        raise
-    except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
-        raise CorruptionError(f"stored value does not decode ({exc})") from exc
+    decode_checked(decoder, node.value)
 
 
 # -- partial reads ---------------------------------------------------------------------
@@ -326,12 +330,7 @@ class PathReader:
         return self._codec.decode_ext(code, data)
 
     def _lazy_value(self, data: bytes | memoryview) -> Any:
-        try:
-            return self._lazy.decode(data)
-        except (CorruptionError, SerializationError):
-            raise
-        except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
-            raise CorruptionError(f"stored value does not decode ({exc})") from exc
+        return decode_checked(self._lazy, data)
 
     def _node(self, key: bytes) -> Node:
         data = self._fetch([key]).get(key)
