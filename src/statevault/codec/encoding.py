@@ -359,13 +359,8 @@ class Codec:
             UnknownTypeError: a record of an unregistered class (with `unknown_types="error"`).
             CorruptionError: the bytes are not a valid encoding.
         """
-        try:
-            with gc_paused(len(data) >= _GC_PAUSE_FROM):
-                return self._decoder.decode(data)
-        except (SerializationError, CorruptionError):
-            raise
-        except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
-            raise CorruptionError(f"stored value does not decode ({exc})") from exc
+        with gc_paused(len(data) >= _GC_PAUSE_FROM):
+            return decode_checked(self._decoder, data)
 
     def decode_ext(self, code: int, data: memoryview) -> Any:
         """Decode one extension value (for decoders that handle more codes first)."""
@@ -595,6 +590,20 @@ def decode_ndarray(v: list[Any]) -> Any:
     if shape is None:
         return arr[0]
     return arr.reshape(shape)
+
+
+def decode_checked(decoder: msgspec.msgpack.Decoder[Any], data: bytes | memoryview) -> Any:
+    """Decode a verified payload; one that still does not decode is `CorruptionError`.
+
+    Typed errors raised by extension hooks (damage found deeper, an unregistered
+    class) pass through unchanged.
+    """
+    try:
+        return decoder.decode(data)
+    except (CorruptionError, SerializationError):
+        raise
+    except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise CorruptionError(f"stored value does not decode ({exc})") from exc
 
 
 @contextmanager

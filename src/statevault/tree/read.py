@@ -23,11 +23,12 @@ from statevault.codec.encoding import (
     EXT_NDARRAY,
     EXT_REF,
     Codec,
+    decode_checked,
     decode_ndarray,
     gc_paused,
 )
 from statevault.codec.envelope import ENCODING_MSGPACK, ENCODING_RAW, ENCODING_TREE, unpack
-from statevault.errors import CorruptionError, SerializationError
+from statevault.errors import CorruptionError
 from statevault.tree.write import pool
 
 Fetch = Callable[[list[bytes]], dict[bytes, bytes]]
@@ -38,20 +39,6 @@ _BATCH = 16
 _WINDOW = 64
 """Objects fetched ahead of the decoder at most (~10 MB of typical chunks): enough to
 keep the pool busy, and a bound on a load's memory beyond the state itself."""
-
-
-def decode_checked(decoder: msgspec.msgpack.Decoder[Any], data: bytes | memoryview) -> Any:
-    """Decode a verified payload; one that still does not decode is `CorruptionError`.
-
-    Typed errors raised by extension hooks (damage found deeper, an unregistered
-    class) pass through unchanged.
-    """
-    try:
-        return decoder.decode(data)
-    except (CorruptionError, SerializationError):
-        raise
-    except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
-        raise CorruptionError(f"stored value does not decode ({exc})") from exc
 
 
 @dataclass(frozen=True, slots=True)
