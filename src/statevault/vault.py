@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from statevault import __version__
 from statevault.backends.base import META_FORMAT, Backend, Durability, initial_meta
+from statevault.backends.fsio import FileIO
 from statevault.backends.memory import MemoryBackend
 from statevault.backends.sqlite import SqliteBackend
 from statevault.codec.compression import Compression
@@ -35,7 +36,13 @@ _DURABILITY: tuple[Durability, ...] = ("fsync", "process")
 
 
 def _backend_for(
-    url: str, *, durability: Durability, meta: dict[str, bytes], timeout: float, create: bool
+    url: str,
+    *,
+    durability: Durability,
+    meta: dict[str, bytes],
+    timeout: float,
+    create: bool,
+    fileio: FileIO | None,
 ) -> Backend:
     if url.startswith("memory://"):
         if not create:
@@ -48,12 +55,17 @@ def _backend_for(
             initial_meta=meta,
             timeout=timeout,
             create=create,
+            fileio=fileio,
         )
     if url.startswith("files://"):
         from statevault.backends.files import FilesBackend  # noqa: PLC0415 - loaded on use
 
         return FilesBackend(
-            url[len("files://") :], durability=durability, initial_meta=meta, create=create
+            url[len("files://") :],
+            durability=durability,
+            initial_meta=meta,
+            create=create,
+            fileio=fileio,
         )
     if url.startswith(("postgresql://", "postgres://")):
         raise ValueError(
@@ -73,9 +85,16 @@ def _backend_for(
         from statevault.backends.files import MARKER_NAME, FilesBackend  # noqa: PLC0415
 
         if os.path.exists(os.path.join(url, MARKER_NAME)):
-            return FilesBackend(url, durability=durability, initial_meta=meta, create=create)
+            return FilesBackend(
+                url, durability=durability, initial_meta=meta, create=create, fileio=fileio
+            )
     return SqliteBackend(
-        url, durability=durability, initial_meta=meta, timeout=timeout, create=create
+        url,
+        durability=durability,
+        initial_meta=meta,
+        timeout=timeout,
+        create=create,
+        fileio=fileio,
     )
 
 
@@ -89,6 +108,7 @@ def open(
     timeout: float = 30.0,
     create: bool = True,
     policy: CheckpointPolicy | None = None,
+    fileio: FileIO | None = None,
 ) -> Vault:
     """Open (or create) a vault.
 
@@ -106,6 +126,9 @@ def open(
             nothing is created (for tools that only read).
         policy: when a run's journal is folded into a state entry (`CheckpointPolicy`:
             every 100 entries, 1 MiB or 300 s by default); each run may override it.
+        fileio: the file operations of the files and SQLite backends (default: the real
+            ones, flushing unless `durability="process"`). Crash and fault tests pass
+            one that records or fails operations.
 
     Raises:
         NotAVaultError: the path holds something else (nothing in it is changed).
@@ -124,7 +147,12 @@ def open(
         {"vault_id": uuid.uuid4().hex.encode(), "created_by": f"statevault {__version__}".encode()},
     )
     backend = _backend_for(
-        os.fspath(url), durability=durability, meta=meta, timeout=timeout, create=create
+        os.fspath(url),
+        durability=durability,
+        meta=meta,
+        timeout=timeout,
+        create=create,
+        fileio=fileio,
     )
     try:
         return Vault(backend, Engine(backend, codec, settings), policy=policy)

@@ -1,16 +1,18 @@
 """The one door through which statevault touches files.
 
 Every file operation of the files backend (and the SQLite backend's look at a
-path before it opens it) goes through an `FileIO`, so that crash tests can put
-a recording implementation underneath and enumerate what a real disk may keep
-after a power loss. Code elsewhere must not call `open`, `os.replace` or
-`os.fsync` on vault files.
+path before it opens it) goes through a `FileIO`, and every call a `FileIO`
+makes to the operating system passes through its `syscall` method. Crash tests
+put a recording `syscall` underneath and enumerate what a real disk may keep
+after a power loss; fault tests make any one call fail. Code elsewhere must not
+call `open`, `os.replace`, `os.fsync` and the like on vault files (a test scans
+the package for such calls).
 
 The durability rules that the rest of the package relies on:
-- data reaches the disk only after `fsync` of its file;
-- a create, rename or unlink survives only after `fsync_dir` of its directory;
-- a failed fsync poisons the `FileIO`: the kernel may have dropped the dirty
-  pages and report a retried fsync as a success, so nothing after it is trusted.
+- data reaches the disk only after `fsync` (or `fdatasync`) of its file;
+- a create, rename, link or unlink survives only after `fsync_dir` of its directory;
+- a failed flush poisons the `FileIO`: the kernel may have dropped the dirty
+  pages and report a retried flush as a success, so nothing after it is trusted.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
+from typing import ParamSpec, TypeVar
 
 from statevault.errors import DurabilityError
 
@@ -30,12 +33,24 @@ WRITE_CHUNK = 1 << 20
 """Large writes are issued in 1 MiB calls: on this project's machine, 2 MiB+ write()
 calls into a new file ran ~10x slower (see docs/performance.md)."""
 
+_READ_CHUNK = 1 << 20
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+Data = bytes | bytearray | memoryview
+
 
 class FileIO:
     """File operations with an explicit durability switch.
 
+    The primitives (`open_file`, `write`, `pwrite`, `truncate`, `fsync`, `fdatasync`,
+    `fsync_dir`, `close`, `rename`, `link`, `unlink`, `create_dir`, `remove_dir`, and
+    the reads) each make one or a few OS calls through `syscall`; everything else here
+    is built from them.
+
     Args:
-        sync: when False (`durability="process"`), fsyncs are skipped: data then
+        sync: when False (`durability="process"`), flushes are skipped: data then
             survives a crash of the process but not of the machine.
     """
 
@@ -43,7 +58,12 @@ class FileIO:
         self.sync = sync
         self._poisoned: OSError | None = None
 
-    # -- durability ---------------------------------------------------------------
+    def syscall(self, call: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """Make one OS call (`os.write`, `os.fsync`, ...). Tests override this to record or
+        fail calls; production code never needs to call it directly."""
+        return call(*args, **kwargs)
+
+    # -- durability ---------------------------------------------------------------------
     def _check_poison(self) -> None:
         if self._poisoned is not None:
             raise DurabilityError(
@@ -52,36 +72,105 @@ class FileIO:
                 f"commit). The failure was: {self._poisoned}"
             ) from self._poisoned
 
-    def fsync(self, fd: int) -> None:
-        """Flush one open file's data and metadata; a failure poisons this FileIO."""
+    @property
+    def poisoned(self) -> bool:
+        """True once a flush failed; every later write or flush then raises."""
+        return self._poisoned is not None
+
+    def _flush(self, call: Callable[[int], None], fd: int, what: str) -> None:
+        # A flush after a failed one is refused too, never retried: it could report
+        # success for data the kernel already dropped (the "fsyncgate" failure).
+        self._check_poison()
         if not self.sync:
             return
         try:
-            os.fsync(fd)
+            self.syscall(call, fd)
         except OSError as exc:
             self._poisoned = exc
-            raise DurabilityError(f"fsync failed: {exc}") from exc
+            raise DurabilityError(f"{what} failed: {exc}") from exc
+
+    def fsync(self, fd: int) -> None:
+        """Flush one open file's data and metadata; a failure poisons this FileIO."""
+        self._flush(os.fsync, fd, "fsync")
+
+    def fdatasync(self, fd: int) -> None:
+        """Flush one open file's data and size (not its times); a failure poisons this FileIO.
+
+        Cheaper than `fsync` for overwrites of preallocated space, where no size or
+        extent changes have to be journaled.
+        """
+        self._flush(os.fdatasync, fd, "fdatasync")
 
     def fsync_dir(self, path: str) -> None:
-        """Make the entries of a directory (creates, renames, unlinks) durable."""
+        """Make the entries of a directory (creates, renames, links, unlinks) durable."""
+        self._check_poison()
         if not self.sync:
             return
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        fd = self.syscall(os.open, path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            self.fsync(fd)
+            self._flush(os.fsync, fd, f"fsync of directory {path}")
         finally:
-            os.close(fd)
+            self.syscall(os.close, fd)
 
-    # -- reading ------------------------------------------------------------------
+    def db_committed(self, location: str) -> None:
+        """Note that a database engine committed a transaction by its own I/O.
+
+        SQLite (and PostgreSQL) write and flush their files themselves, not through
+        this class; their backends call this once each COMMIT has returned (durable
+        when `sync` is on), so a recording FileIO can place the commit, as a durable
+        barrier, among the file operations around it. Nothing to do here.
+        """
+
+    # -- reading ------------------------------------------------------------------------
+    def _read_fd(self, fd: int, limit: int | None = None) -> bytes:
+        """Read from `fd`'s position to the end of the file, or `limit` bytes at most."""
+        parts: list[bytes] = []
+        remaining = limit
+        # The first read asks for the whole file (and a byte more, so that usually the
+        # second read sees the end): one copy, as `open(...).read()` does, not a join.
+        want = self.syscall(os.fstat, fd).st_size + 1
+        while remaining is None or remaining > 0:
+            if remaining is not None:
+                want = min(remaining, want)
+            part = self.syscall(os.read, fd, want)
+            want = _READ_CHUNK
+            if not part:
+                break
+            parts.append(part)
+            if remaining is not None:
+                remaining -= len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _open_read(self, path: str, *, dir_fd: int | None = None) -> int:
+        return self.syscall(os.open, path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+
     def read(self, path: str) -> bytes:
         """The whole file. Raises FileNotFoundError if it is absent."""
-        with open(path, "rb") as f:
-            return f.read()
+        fd = self._open_read(path)
+        try:
+            return self._read_fd(fd)
+        finally:
+            self.syscall(os.close, fd)
 
     def read_prefix(self, path: str, size: int) -> bytes:
         """At most the first `size` bytes of a file."""
-        with open(path, "rb") as f:
-            return f.read(size)
+        fd = self._open_read(path)
+        try:
+            return self._read_fd(fd, size)
+        finally:
+            self.syscall(os.close, fd)
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        """Up to `size` bytes at `offset` of an open file (fewer at its end)."""
+        parts: list[bytes] = []
+        while size > 0:
+            part = self.syscall(os.pread, fd, min(size, _READ_CHUNK), offset)
+            if not part:
+                break
+            parts.append(part)
+            size -= len(part)
+            offset += len(part)
+        return b"".join(parts)
 
     def read_many(
         self, directory: str, names: Iterable[str] | Callable[[list[str]], Iterable[str]]
@@ -99,81 +188,160 @@ class FileIO:
         so this identity check cannot be fooled by a new directory. Raises
         FileNotFoundError if the directory does not exist.
         """
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dir_fd = self.syscall(os.open, directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            chosen = names(os.listdir(dir_fd)) if callable(names) else names
+            chosen = names(self.syscall(os.listdir, dir_fd)) if callable(names) else names
             found: dict[str, bytes] = {}
             for name in chosen:
                 try:
-                    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+                    fd = self._open_read(name, dir_fd=dir_fd)
                 except FileNotFoundError:
                     continue
-                with open(fd, "rb") as f:
-                    found[name] = f.read()
+                try:
+                    found[name] = self._read_fd(fd)
+                finally:
+                    self.syscall(os.close, fd)
             try:
-                still_there = os.path.samestat(os.fstat(dir_fd), os.stat(directory))
+                still_there = os.path.samestat(
+                    self.syscall(os.fstat, dir_fd), self.syscall(os.stat, directory)
+                )
             except FileNotFoundError:
                 still_there = False
             return found if still_there else None
         finally:
-            os.close(dir_fd)
+            self.syscall(os.close, dir_fd)
 
     def exists(self, path: str) -> bool:
-        return os.path.lexists(path)
+        return self.syscall(os.path.lexists, path)
 
     def is_dir(self, path: str) -> bool:
-        return os.path.isdir(path)
+        return self.syscall(os.path.isdir, path)
 
     def size(self, path: str) -> int:
-        return os.stat(path).st_size
+        return self.syscall(os.stat, path).st_size
 
     def listdir(self, path: str) -> list[str]:
         """Entry names of a directory; empty if it does not exist."""
         try:
-            return os.listdir(path)
+            return self.syscall(os.listdir, path)
         except FileNotFoundError:
             return []
 
-    # -- writing ------------------------------------------------------------------
-    def temp_name(self, directory: str) -> str:
-        return os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}")
+    # -- writing: primitives ------------------------------------------------------------
+    def open_file(
+        self, path: str, *, create: bool = False, exclusive: bool = False, append: bool = False
+    ) -> int:
+        """Open a file for reading and writing; returns a descriptor for `close`.
 
-    def write_temp(self, directory: str, data: bytes | memoryview) -> str:
-        """Write `data` to a new temporary file in `directory`, fsync it, return its path."""
+        Args:
+            create: create the file if it does not exist.
+            exclusive: with `create`, fail with FileExistsError if it exists.
+            append: every `write` goes to the end of the file.
+        """
         self._check_poison()
-        path = self.temp_name(directory)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(data)
-            written = 0
-            while written < len(view):
-                written += os.write(fd, view[written : written + WRITE_CHUNK])
-            self.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            self.unlink(path, missing_ok=True)
-            raise
-        os.close(fd)
-        return path
+        flags = os.O_RDWR | os.O_CLOEXEC
+        if create:
+            flags |= os.O_CREAT | (os.O_EXCL if exclusive else 0)
+        if append:
+            flags |= os.O_APPEND
+        return self.syscall(os.open, path, flags, 0o644)
+
+    def write(self, fd: int, data: Data) -> int:
+        """One write at the file position; returns how much was written (may be less)."""
+        self._check_poison()
+        return self.syscall(os.write, fd, data)
+
+    def pwrite(self, fd: int, data: Data, offset: int) -> int:
+        """One write at `offset`; returns how much was written (may be less)."""
+        self._check_poison()
+        return self.syscall(os.pwrite, fd, data, offset)
+
+    def truncate(self, fd: int, size: int) -> None:
+        """Cut or extend (with zeros) an open file to `size` bytes."""
+        self._check_poison()
+        self.syscall(os.ftruncate, fd, size)
+
+    def close(self, fd: int) -> None:
+        self.syscall(os.close, fd)
 
     def rename(self, src: str, dst: str) -> None:
         """Atomically replace `dst` by `src` (durable after `fsync_dir` of dst's parent)."""
         self._check_poison()
-        os.replace(src, dst)
+        self.syscall(os.replace, src, dst)
 
     def link(self, src: str, dst: str) -> bool:
         """Create `dst` as a new name of `src` unless `dst` exists; True if created."""
         self._check_poison()
         try:
-            os.link(src, dst)
+            self.syscall(os.link, src, dst)
         except FileExistsError:
             return False
         return True
 
+    def unlink(self, path: str, *, missing_ok: bool = False) -> None:
+        """Remove a name. Allowed on a poisoned FileIO: it only ever clears up."""
+        try:
+            self.syscall(os.unlink, path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def create_dir(self, path: str) -> bool:
+        """Create one directory (its parent must exist); True if this call created it."""
+        self._check_poison()
+        try:
+            self.syscall(os.mkdir, path, 0o755)
+        except FileExistsError:
+            return False
+        return True
+
+    def remove_dir(self, path: str) -> None:
+        """Remove an empty directory; a missing one is ignored."""
+        with suppress(FileNotFoundError):
+            self.syscall(os.rmdir, path)
+
+    # -- writing: built from the primitives ---------------------------------------------
+    def write_all(self, fd: int, data: Data) -> None:
+        """Write all of `data` at the file position, in calls of at most `WRITE_CHUNK`."""
+        view = memoryview(data)
+        written = 0
+        while written < len(view):
+            done = self.write(fd, view[written : written + WRITE_CHUNK])
+            if done <= 0:
+                raise OSError(errno.EIO, "a write made no progress")
+            written += done
+
+    def pwrite_all(self, fd: int, data: Data, offset: int) -> None:
+        """Write all of `data` at `offset`, continuing after short writes."""
+        view = memoryview(data)
+        written = 0
+        while written < len(view):
+            done = self.pwrite(fd, view[written : written + WRITE_CHUNK], offset + written)
+            if done <= 0:
+                raise OSError(errno.EIO, "a write made no progress")
+            written += done
+
+    def temp_name(self, directory: str) -> str:
+        return os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}")
+
+    def write_temp(self, directory: str, data: Data) -> str:
+        """Write `data` to a new temporary file in `directory`, fsync it, return its path."""
+        path = self.temp_name(directory)
+        fd = self.open_file(path, create=True, exclusive=True)
+        try:
+            self.write_all(fd, data)
+            self.fsync(fd)
+        except BaseException:
+            self.close(fd)
+            self.unlink(path, missing_ok=True)
+            raise
+        self.close(fd)
+        return path
+
     def write_atomic(
         self,
         path: str,
-        data: bytes | memoryview,
+        data: Data,
         *,
         sync_dir: bool = True,
         temp_dir: str | None = None,
@@ -197,9 +365,7 @@ class FileIO:
         if sync_dir:
             self.fsync_dir(directory)
 
-    def create_exclusive(
-        self, path: str, data: bytes | memoryview, *, temp_dir: str | None = None
-    ) -> bool:
+    def create_exclusive(self, path: str, data: Data, *, temp_dir: str | None = None) -> bool:
         """Write `path` whole only if it does not exist yet; True if this call created it.
 
         Data is fsynced under a temporary name, then hard-linked to `path`, which fails
@@ -215,41 +381,29 @@ class FileIO:
 
     def mkdir(self, path: str, *, sync_parent: bool = True) -> bool:
         """Create a directory (parents must exist); True if this call created it."""
-        self._check_poison()
-        try:
-            os.mkdir(path, 0o755)
-        except FileExistsError:
-            return False
-        if sync_parent:
+        created = self.create_dir(path)
+        if created and sync_parent:
             self.fsync_dir(os.path.dirname(path.rstrip("/")) or ".")
-        return True
+        return created
 
     def makedirs(self, path: str) -> None:
         """Create a directory and missing parents, each made durable in its parent."""
         parent = os.path.dirname(path.rstrip("/"))
-        if parent and not os.path.isdir(parent):
+        if parent and not self.is_dir(parent):
             self.makedirs(parent)
         self.mkdir(path)
-
-    def unlink(self, path: str, *, missing_ok: bool = False) -> None:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            if not missing_ok:
-                raise
 
     def rmtree(self, path: str) -> None:
         """Remove a directory tree bottom-up (no symlinks are followed)."""
         for entry in self.listdir(path):
             child = os.path.join(path, entry)
-            if os.path.isdir(child) and not os.path.islink(child):
+            if self.syscall(os.path.isdir, child) and not self.syscall(os.path.islink, child):
                 self.rmtree(child)
             else:
                 self.unlink(child, missing_ok=True)
-        with suppress(FileNotFoundError):
-            os.rmdir(path)
+        self.remove_dir(path)
 
-    # -- locking ------------------------------------------------------------------
+    # -- locking ------------------------------------------------------------------------
     @contextmanager
     def locked(self, path: str, *, shared: bool = False) -> Iterator[None]:
         """Hold an exclusive (or shared) lock on a separate lock file.
@@ -260,17 +414,17 @@ class FileIO:
         """
         import fcntl  # noqa: PLC0415 - POSIX only; imported where locks are taken
 
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = self.syscall(os.open, path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             while True:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                    self.syscall(fcntl.flock, fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
                     break
                 except InterruptedError:
                     continue
             yield
         finally:
-            os.close(fd)
+            self.syscall(os.close, fd)
 
 
 def pid_alive(pid: int) -> bool:

@@ -233,6 +233,7 @@ class SqliteBackend:
             try:
                 yield conn
                 conn.execute("COMMIT")
+                self._io.db_committed(self._path)
                 self._checkpointer.committed(self._pending_bytes)
             except BaseException as exc:
                 if conn.in_transaction:
@@ -283,6 +284,7 @@ class SqliteBackend:
                     culprit = None
                     conn.execute("COMMIT")
                     committed = True
+                    self._io.db_committed(self._path)
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
