@@ -8,6 +8,7 @@ same facts are attributes for programs.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
@@ -190,6 +191,80 @@ class ConflictError(StateVaultError, RuntimeError):
         self.run_id = run_id
         self.expected = expected
         self.actual = actual
+
+
+class LeaseError(StateVaultError, RuntimeError):
+    """Base of the errors about a run's lease (single-writer ownership)."""
+
+
+class LeaseHeld(LeaseError):
+    """Another worker holds the run's lease, so this one may not write to the run.
+
+    Nothing was written. Wait for the lease (`run.lease(wait=SECONDS)`), or leave the
+    run to its holder; a crashed holder's lease ends by itself at `expires_at`.
+
+    Attributes:
+        run_id: the run.
+        owner: who holds the lease (`host:pid:random` unless the holder named itself).
+        expires_at: when the lease ends unless renewed (Unix seconds, the backend's clock).
+    """
+
+    def __init__(self, run_id: str, *, owner: str, expires_at: float, waited: float = 0.0) -> None:
+        waited_text = f" after waiting {waited:.1f} s" if waited > 0 else ""
+        super().__init__(
+            f"run {run_id!r} is leased by {owner!r} until {_clock(expires_at)} "
+            f"(unless renewed){waited_text}; nothing was written. Wait for it with "
+            f"`run.lease(wait=SECONDS)`, or leave the run to its holder: a crashed holder's "
+            f"lease ends by itself."
+        )
+        self.run_id = run_id
+        self.owner = owner
+        self.expires_at = expires_at
+        self.waited = waited
+
+
+class LeaseLost(LeaseError):
+    """This worker's lease on the run is no longer current: it expired, or was taken over.
+
+    Nothing was written. Another worker may own the run now; stop working on it, and
+    acquire the lease again (and reload the state) before writing.
+
+    Attributes:
+        run_id: the run.
+        token: the fencing token of the lease that was lost.
+    """
+
+    def __init__(self, run_id: str, *, token: int, detail: str = "") -> None:
+        reason = f" ({detail})" if detail else ""
+        super().__init__(
+            f"run {run_id!r}: the lease with fencing token {token} is no longer current"
+            f"{reason}; nothing was written. Another worker may own the run now: stop "
+            f"working on it, and take the lease again (then reload) before writing."
+        )
+        self.run_id = run_id
+        self.token = token
+
+
+class BlockingCallError(StateVaultError, RuntimeError):
+    """A blocking call was made on an event loop's thread; its `a`-twin must be awaited.
+
+    Blocking there would stall every other task of the loop for the whole I/O.
+    """
+
+    def __init__(self, call: str, instead: str) -> None:
+        super().__init__(
+            f"{call} called inside a running event loop; use {instead} (it runs the I/O "
+            f"off the loop), or call it from a thread that runs no event loop."
+        )
+        self.call = call
+        self.instead = instead
+
+
+def _clock(unix_seconds: float) -> str:
+    """A Unix time as local `HH:MM:SS`, with the seconds left from now."""
+    left = unix_seconds - time.time()
+    stamp = time.strftime("%H:%M:%S", time.localtime(unix_seconds))
+    return f"{stamp} (in {left:.1f} s)" if left >= 0 else f"{stamp} ({-left:.1f} s ago)"
 
 
 class VaultClosedError(StateVaultError, RuntimeError):

@@ -22,14 +22,21 @@ import multiprocessing
 import os
 import pathlib
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 
 import statevault
-from statevault.backends.base import Backend, initial_meta
-from statevault.errors import ConflictError, InvalidRunIdError, VaultClosedError
+from statevault.backends.base import Backend, NotifyingBackend, initial_meta
+from statevault.errors import (
+    ConflictError,
+    InvalidRunIdError,
+    LeaseHeld,
+    LeaseLost,
+    VaultClosedError,
+)
 
 ODD_RUN_IDS = [
     "order-42",
@@ -260,6 +267,169 @@ class BackendConformance:
         assert seqs == list(range(1, len(seqs) + 1)), "one winner per seq, no gaps"
         for seq, ident in wins:
             assert backend.read_checkpoint("shared", seq) == b"%d" % ident
+
+    # -- leases -----------------------------------------------------------------------
+    @pytest.fixture
+    def leasing(self, backend: Backend) -> Backend:
+        if not backend.capabilities.leases:
+            pytest.skip("this backend does not claim leases")
+        return backend
+
+    def test_lease_grants_and_refuses(self, leasing: Backend) -> None:
+        assert leasing.read_lease("r") is None
+        grant = leasing.acquire_lease("r", "alice", 30)
+        assert (grant.run_id, grant.owner) == ("r", "alice")
+        assert grant.expires_at > time.time() + 20
+        assert leasing.read_lease("r") == grant
+        with pytest.raises(LeaseHeld) as caught:
+            leasing.acquire_lease("r", "bob", 30)
+        assert caught.value.owner == "alice"
+        assert caught.value.expires_at == pytest.approx(grant.expires_at)
+        other = leasing.acquire_lease("other-run", "bob", 30)
+        assert other.owner == "bob"
+
+    def test_every_grant_gets_a_larger_token(self, leasing: Backend) -> None:
+        tokens = []
+        for owner in ["a", "a", "b", "a"]:
+            grant = leasing.acquire_lease("r", owner, 30)
+            tokens.append(grant.token)
+            leasing.release_lease("r", grant.token)
+        assert tokens == sorted(set(tokens)), tokens
+        # The same owner acquiring again gets a new token; its old one is stale.
+        first = leasing.acquire_lease("r", "a", 30)
+        second = leasing.acquire_lease("r", "a", 30)
+        assert second.token > first.token
+        with pytest.raises(LeaseLost):
+            leasing.renew_lease("r", first.token, 30)
+        with pytest.raises(LeaseLost):
+            leasing.commit_checkpoint("r", 1, b"x", expected_head=0, lease_token=first.token)
+        leasing.commit_checkpoint("r", 1, b"x", expected_head=0, lease_token=second.token)
+
+    def test_writes_are_fenced(self, leasing: Backend) -> None:
+        leasing.commit_checkpoint("r", 1, b"free", expected_head=0)
+        grant = leasing.acquire_lease("r", "holder", 30)
+        with pytest.raises(LeaseHeld):
+            leasing.commit_checkpoint("r", 2, b"intruder", expected_head=1)
+        with pytest.raises(LeaseHeld):
+            leasing.delete_run("r")
+        leasing.commit_checkpoint("r", 2, b"held", expected_head=1, lease_token=grant.token)
+        with pytest.raises(LeaseLost):
+            leasing.commit_checkpoint("r", 3, b"bad", expected_head=2, lease_token=grant.token + 1)
+        # The lease is checked with the compare-and-swap: a stale token with a stale head
+        # hears of the lease, and a fresh token with a stale head of the conflict.
+        with pytest.raises(ConflictError):
+            leasing.commit_checkpoint("r", 2, b"late", expected_head=1, lease_token=grant.token)
+        leasing.release_lease("r", grant.token)
+        with pytest.raises(LeaseLost) as lost:
+            leasing.commit_checkpoint("r", 3, b"after", expected_head=2, lease_token=grant.token)
+        assert lost.value.token == grant.token
+        assert [c.record for c in leasing.read_checkpoints("r")] == [b"held", b"free"]
+        leasing.commit_checkpoint("r", 3, b"free again", expected_head=2)
+        assert leasing.head("r") == 3
+
+    def test_expired_lease_is_lost_and_free(self, leasing: Backend) -> None:
+        stale = leasing.acquire_lease("r", "sleeper", 0.2)
+        time.sleep(0.3)
+        with pytest.raises(LeaseLost):
+            leasing.commit_checkpoint("r", 1, b"late", expected_head=0, lease_token=stale.token)
+        with pytest.raises(LeaseLost):
+            leasing.renew_lease("r", stale.token, 30)
+        successor = leasing.acquire_lease("r", "successor", 30)
+        assert successor.token > stale.token
+        leasing.release_lease("r", stale.token)  # not current: a no-op
+        assert leasing.read_lease("r") == successor
+        with pytest.raises(LeaseLost):
+            leasing.commit_checkpoint("r", 1, b"late", expected_head=0, lease_token=stale.token)
+        assert leasing.head("r") == 0
+
+    def test_renew_extends(self, leasing: Backend) -> None:
+        grant = leasing.acquire_lease("r", "a", 0.3)
+        renewed = leasing.renew_lease("r", grant.token, 30)
+        assert (renewed.token, renewed.owner) == (grant.token, "a")
+        assert renewed.expires_at > grant.expires_at
+        time.sleep(0.4)
+        leasing.commit_checkpoint("r", 1, b"x", expected_head=0, lease_token=grant.token)
+
+    def test_delete_run_is_fenced_and_tokens_outlive_it(
+        self, leasing: Backend, location: pathlib.Path
+    ) -> None:
+        leasing.commit_checkpoint("r", 1, b"x", expected_head=0)
+        grant = leasing.acquire_lease("r", "a", 30)
+        with pytest.raises(LeaseLost):
+            leasing.delete_run("r", lease_token=grant.token + 5)
+        assert leasing.delete_run("r", lease_token=grant.token) is True
+        leasing.release_lease("r", grant.token)
+        after_delete = leasing.acquire_lease("r", "b", 30)
+        assert after_delete.token > grant.token
+        if not self.reopens:
+            return
+        leasing.close()
+        again = self.open_backend(location, initial_meta=initial_meta(1, {}))
+        try:
+            with pytest.raises(LeaseHeld):
+                again.acquire_lease("r", "c", 30)
+            again.release_lease("r", after_delete.token)
+            assert again.acquire_lease("r", "c", 30).token > after_delete.token
+        finally:
+            again.close()
+
+    @pytest.mark.parametrize(("owner", "ttl"), [("", 1), ("a", 0), ("a", -1), ("a", float("inf"))])
+    def test_bad_lease_arguments(self, leasing: Backend, owner: str, ttl: float) -> None:
+        with pytest.raises(ValueError):
+            leasing.acquire_lease("r", owner, ttl)
+
+    def test_threads_race_for_a_lease(self, leasing: Backend) -> None:
+        """Holders never overlap, and every grant has a token of its own."""
+        grants: list[int] = []
+        holding: list[str] = []
+        overlaps: list[tuple[str, str]] = []
+        errors: list[BaseException] = []
+
+        def worker(ident: int) -> None:
+            owner = f"w{ident}"
+            for _ in range(10):
+                try:
+                    grant = leasing.acquire_lease("shared", owner, 30)
+                except LeaseHeld:
+                    continue
+                except BaseException as exc:  # pragma: no cover - reported below
+                    errors.append(exc)
+                    return
+                grants.append(grant.token)
+                if holding:
+                    overlaps.append((holding[0], owner))
+                holding.append(owner)
+                time.sleep(0.001)
+                holding.remove(owner)
+                leasing.release_lease("shared", grant.token)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert not overlaps
+        assert grants and len(set(grants)) == len(grants)
+
+    # -- notification -------------------------------------------------------------------
+    def test_listeners_wake_on_commit(self, backend: Backend) -> None:
+        if not backend.capabilities.notify:
+            pytest.skip("this backend does not claim notify")
+        assert isinstance(backend, NotifyingBackend)
+        listener = backend.listen()
+        try:
+            assert listener.wait(0.05) is False
+            timer = threading.Timer(
+                0.05, backend.commit_checkpoint, ("r", 1, b"x"), {"expected_head": 0}
+            )
+            timer.start()
+            started = time.monotonic()
+            assert listener.wait(10) is True
+            assert time.monotonic() - started < 5
+            timer.join()
+        finally:
+            listener.close()
 
 
 # -- vault level -----------------------------------------------------------------------

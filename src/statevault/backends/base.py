@@ -12,15 +12,23 @@ That one conditional insert is the compare-and-swap that keeps two writers from
 losing an update. Comparing the record, not only its seq, closes the ABA hole: a
 run deleted and saved again up to the same seq has other records, so a writer
 that saw the old history cannot append to the new one.
+
+Leases give one worker exclusive ownership of a run for a while. Each grant carries a
+fencing token, larger than every token the run has had before. A write made under a
+lease passes its token, and the backend checks it in the same atomic step as the
+compare-and-swap: a worker whose lease expired while it was paused cannot overwrite
+its successor, however late its write arrives. The decisions are made once, here
+(`grant_lease`, `renew_grant`, `check_write_lease`); backends only store the grant.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol, runtime_checkable
 
-from statevault.errors import InvalidRunIdError
+from statevault.errors import InvalidRunIdError, LeaseHeld, LeaseLost
 
 Durability = Literal["fsync", "process"]
 """`fsync`: a returned commit survives power loss. `process`: it survives a crash of
@@ -41,11 +49,124 @@ class Capabilities:
         persistent: data outlives the process (false for memory).
         multi_process: several processes may open the same vault at once.
         durable_fsync: `durability="fsync"` really reaches stable storage.
+        leases: leases with fencing tokens are enforced (`acquire_lease` and the
+            `lease_token` of writes).
+        notify: the backend wakes watchers when a run changes (`NotifyingBackend.listen`);
+            without it, `Vault.watch` polls.
     """
 
     persistent: bool
     multi_process: bool
     durable_fsync: bool
+    leases: bool = False
+    notify: bool = False
+
+
+MAX_OWNER_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """A run's lease as the backend stores it.
+
+    Attributes:
+        run_id: the run.
+        owner: who holds it.
+        token: the fencing token: larger than every token granted before on this run.
+        expires_at: when it ends unless renewed, in Unix seconds by the backend's clock
+            (a released lease keeps its token and has `expires_at` 0).
+    """
+
+    run_id: str
+    owner: str
+    token: int
+    expires_at: float
+
+    def held_at(self, now: float) -> bool:
+        """True while the lease is in force."""
+        return now < self.expires_at
+
+
+def check_lease_args(owner: object, ttl: object) -> None:
+    """Raise TypeError or ValueError unless `owner` and `ttl` can make a lease."""
+    if not isinstance(owner, str) or not owner or len(owner) > MAX_OWNER_LENGTH:
+        raise ValueError(
+            f"a lease owner must be a non-empty str of at most {MAX_OWNER_LENGTH} characters; "
+            f"got {owner!r}"
+        )
+    check_ttl(ttl)
+
+
+def check_ttl(ttl: object) -> None:
+    """Raise TypeError or ValueError unless `ttl` is a positive, finite number of seconds."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise TypeError(f"ttl must be a number of seconds; got {type(ttl).__qualname__}")
+    if not (math.isfinite(ttl) and ttl > 0):
+        raise ValueError(f"ttl must be a positive, finite number of seconds; got {ttl!r}")
+
+
+def check_token(token: object) -> int:
+    """Return `token` if it can be a fencing token (an int >= 1), else raise TypeError."""
+    if isinstance(token, bool) or not isinstance(token, int) or token < 1:
+        raise TypeError(f"a lease token must be an int >= 1; got {token!r}")
+    return token
+
+
+def grant_lease(
+    run_id: str, stored: LeaseGrant | None, *, owner: str, ttl: float, now: float
+) -> LeaseGrant:
+    """The grant `acquire_lease` stores, given the stored one; LeaseHeld if it is someone else's.
+
+    An owner that acquires again gets a new token too: its old token is then stale, as
+    for anyone else, so two handles of one owner cannot both write.
+    """
+    if stored is not None and stored.held_at(now) and stored.owner != owner:
+        raise LeaseHeld(run_id, owner=stored.owner, expires_at=stored.expires_at)
+    token = stored.token + 1 if stored is not None else 1
+    return LeaseGrant(run_id, owner, token, now + ttl)
+
+
+def renew_grant(
+    run_id: str, stored: LeaseGrant | None, *, token: int, ttl: float, now: float
+) -> LeaseGrant:
+    """The grant `renew_lease` stores; LeaseLost unless `token` is the lease in force."""
+    check_write_lease(run_id, stored, token=token, now=now)
+    assert stored is not None  # check_write_lease raised otherwise
+    return replace(stored, expires_at=now + ttl)
+
+
+def released_grant(stored: LeaseGrant | None, *, token: int, now: float) -> LeaseGrant | None:
+    """The grant `release_lease` stores (the token is kept), or None to change nothing."""
+    if stored is None or stored.token != token or not stored.held_at(now):
+        return None
+    return replace(stored, expires_at=0.0)
+
+
+def check_write_lease(
+    run_id: str, stored: LeaseGrant | None, *, token: int | None, now: float
+) -> None:
+    """Raise unless a write carrying `token` (None: no lease) may change the run now.
+
+    Raises:
+        LeaseLost: `token` is not the lease in force (expired, released, superseded).
+        LeaseHeld: the write carries no token, and someone holds the lease.
+    """
+    if token is None:
+        if stored is not None and stored.held_at(now):
+            raise LeaseHeld(run_id, owner=stored.owner, expires_at=stored.expires_at)
+        return
+    check_token(token)
+    if stored is not None and stored.token == token and stored.held_at(now):
+        return
+    if stored is None or stored.token < token:
+        detail = "the run has no such lease"
+    elif stored.token > token:
+        detail = f"a later lease (token {stored.token}) was granted to {stored.owner!r}"
+    elif stored.expires_at == 0.0:
+        detail = "it was released"
+    else:
+        detail = f"it expired {now - stored.expires_at:.1f} s ago"
+    raise LeaseLost(run_id, token=token, detail=detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +273,7 @@ class Backend(Protocol):
         expected_head: int,
         expected_record: bytes | None = None,
         objects: Sequence[tuple[bytes, bytes]] = (),
+        lease_token: int | None = None,
     ) -> None:
         """Store `objects`, then record `seq` = `expected_head` + 1 as the new head.
 
@@ -159,6 +281,10 @@ class Backend(Protocol):
         `expected_record` is given, the head's record equals it; otherwise nothing of
         the record is written and `ConflictError` is raised (objects may remain: they
         are immutable and harmless, and GC collects them).
+
+        The lease is checked in the same atomic step (`check_write_lease`): with
+        `lease_token` the write needs that lease in force (else `LeaseLost`); without
+        it, no lease may be in force (else `LeaseHeld`).
         """
         ...
 
@@ -172,12 +298,70 @@ class Backend(Protocol):
         """The run's records in one call (no query per checkpoint)."""
         ...
 
-    def delete_run(self, run_id: str) -> bool:
-        """Remove a run and its records (objects stay for GC). False if it had none."""
+    def delete_run(self, run_id: str, *, lease_token: int | None = None) -> bool:
+        """Remove a run and its records (objects stay for GC). False if it had none.
+
+        The run's lease, and the count of its fencing tokens, outlive it. The lease is
+        checked as for `commit_checkpoint`.
+        """
+        ...
+
+    # -- leases -----------------------------------------------------------------------
+    def acquire_lease(self, run_id: str, owner: str, ttl: float) -> LeaseGrant:
+        """Grant `owner` the run's lease for `ttl` seconds, with a new fencing token.
+
+        Granted if no lease is in force or it is `owner`'s already (`grant_lease`).
+        Durable when it returns: a token is never granted twice, also across crashes.
+
+        Raises:
+            LeaseHeld: someone else holds it.
+        """
+        ...
+
+    def renew_lease(self, run_id: str, token: int, ttl: float) -> LeaseGrant:
+        """Extend the lease `token` to `ttl` seconds from now.
+
+        Raises:
+            LeaseLost: `token` is not the lease in force.
+        """
+        ...
+
+    def release_lease(self, run_id: str, token: int) -> None:
+        """End the lease `token` now if it is in force; otherwise do nothing."""
+        ...
+
+    def read_lease(self, run_id: str) -> LeaseGrant | None:
+        """The run's stored lease (in force or not), or None if it never had one."""
         ...
 
     def close(self) -> None:
         """Release connections, locks and files. Further calls raise."""
+        ...
+
+
+class ChangeListener(Protocol):
+    """A subscription to a backend's change notifications (see `NotifyingBackend`)."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block until some run may have changed since the last wait, or `timeout` passes.
+
+        True if woken by a change. A wake-up is a hint: the caller reads heads to learn
+        what changed, so a spurious one costs a read, never a wrong answer.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class NotifyingBackend(Backend, Protocol):
+    """A backend that says when runs change (`capabilities.notify`), so watchers need not poll.
+
+    PostgreSQL does it with LISTEN/NOTIFY, memory with a condition variable.
+    """
+
+    def listen(self) -> ChangeListener:
+        """Subscribe to commits and deletions of every run, from now on."""
         ...
 
 

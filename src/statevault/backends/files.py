@@ -8,6 +8,7 @@ Layout (version 1, named in the marker file)::
     <dir>/objects/<ab>/<abcdef...>    one file per object, named by the full hex digest
     <dir>/runs/<name>/id              the run id, UTF-8
     <dir>/runs/<name>/ckpt/<seq>      one file per checkpoint record, seq as 20 digits
+    <dir>/leases/<run dir name>       the run's lease (see `encode_lease`), kept for good
     <dir>/trash/                      deleted run directories on their way out
 
 How a write becomes durable: the bytes go to a temporary file in `tmp/` and are fsynced,
@@ -17,7 +18,9 @@ to sweep `tmp/` and the vault root for strays, not every object or run directory
 
 A run's head is its highest checkpoint file. A commit takes the run's lock, checks the
 head and links the next record; that check-then-link under the lock is the
-compare-and-swap of `Backend.commit_checkpoint`.
+compare-and-swap of `Backend.commit_checkpoint`. The run's lease file is read under
+the same lock, so the fencing check and the compare-and-swap are one step. Lease files
+live outside `runs/` and are never removed: a deleted run's tokens keep growing.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import re
 import secrets
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -35,9 +39,17 @@ from contextlib import contextmanager, suppress
 from statevault.backends.base import (
     Capabilities,
     Durability,
+    LeaseGrant,
     StoredCheckpoint,
+    check_lease_args,
     check_next_seq,
     check_run_id,
+    check_token,
+    check_ttl,
+    check_write_lease,
+    grant_lease,
+    released_grant,
+    renew_grant,
 )
 from statevault.backends.fsio import FileIO, pid_alive, temp_owner_pid
 from statevault.errors import (
@@ -171,6 +183,60 @@ def decode_marker(data: bytes) -> dict[str, bytes]:
     return meta
 
 
+# -- lease files ------------------------------------------------------------------------
+LEASE_MAGIC = b"statevault-lease\n"
+_LEASE_VERSION = 1
+_LEASE_FIXED = struct.Struct(">HQdI")  # version, token, expires_at, owner length
+
+
+def encode_lease(grant: LeaseGrant) -> bytes:
+    """A lease file: magic line, version, token, expiry, owner, run id, CRC32 of all before.
+
+    Integers big-endian; `expires_at` an IEEE double; owner length-prefixed, the run id
+    (UTF-8) runs to the CRC. The CRC matters: a damaged lease file must never be read
+    as a smaller token, which would let a stale holder write again.
+    """
+    owner = grant.owner.encode("utf-8")
+    body = b"".join(
+        [
+            LEASE_MAGIC,
+            _LEASE_FIXED.pack(_LEASE_VERSION, grant.token, grant.expires_at, len(owner)),
+            owner,
+            grant.run_id.encode("utf-8"),
+        ]
+    )
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def decode_lease(data: bytes, *, run_id: str, path: str) -> LeaseGrant:
+    """The grant in a lease file of run `run_id`; CorruptionError if it is not whole."""
+    header = len(LEASE_MAGIC) + _LEASE_FIXED.size
+    body = data[:-4]
+    problem = ""
+    if not data.startswith(LEASE_MAGIC) or len(data) < header + 4:
+        problem = "it is not a lease file (or it is truncated)"
+    elif struct.unpack(">I", data[-4:])[0] != zlib.crc32(body):
+        problem = "its checksum does not match"
+    else:
+        version, token, expires_at, owner_len = _LEASE_FIXED.unpack_from(body, len(LEASE_MAGIC))
+        owner = body[header : header + owner_len]
+        stored_id = body[header + owner_len :]
+        if version != _LEASE_VERSION:
+            problem = f"it has lease format {version}, this statevault knows {_LEASE_VERSION}"
+        elif len(owner) != owner_len or stored_id != run_id.encode("utf-8"):
+            problem = "it belongs to another run"
+        else:
+            return LeaseGrant(run_id, owner.decode("utf-8", "replace"), token, expires_at)
+    raise CorruptionError(
+        f"the lease file {path} is damaged: {problem}",
+        run_id=run_id,
+        hint=(
+            "Its fencing token cannot be trusted, so the run refuses writes. Stop every "
+            "worker of the run, then delete the file: the next lease starts a new count."
+        ),
+    )
+
+
 # -- the backend ------------------------------------------------------------------------
 class FilesBackend:
     """A vault in a directory: one file per object and per checkpoint record.
@@ -194,7 +260,9 @@ class FilesBackend:
         >>> backend.commit_checkpoint("order-42", 1, b"record", expected_head=0)  # doctest: +SKIP
     """
 
-    capabilities = Capabilities(persistent=True, multi_process=True, durable_fsync=True)
+    capabilities = Capabilities(
+        persistent=True, multi_process=True, durable_fsync=True, leases=True
+    )
 
     def __init__(
         self,
@@ -213,6 +281,8 @@ class FilesBackend:
         self._objects = os.path.join(self._root, "objects")
         self._runs = os.path.join(self._root, "runs")
         self._trash = os.path.join(self._root, "trash")
+        self._leases = os.path.join(self._root, "leases")
+        self._leases_ready = False
         self._closed = False
         # flock alone already excludes threads: each `FileIO.locked` call opens the lock
         # file anew, and flock locks belong to the open file description, not the process
@@ -691,6 +761,7 @@ class FilesBackend:
         expected_head: int,
         expected_record: bytes | None = None,
         objects: Sequence[tuple[bytes, bytes]] = (),
+        lease_token: int | None = None,
     ) -> None:
         name = run_dir_name(check_run_id(run_id))
         check_next_seq(seq, expected_head)
@@ -701,6 +772,7 @@ class FilesBackend:
             # exist; outside the lock, since they may be large and are safe to share.
             self._put_objects(objects)
             with self._run_lock(name):
+                self._check_write_lease(name, run_id, lease_token)
                 head = self._read_head(name)
                 if head != expected_head or (
                     expected_record is not None and self._head_record(name, head) != expected_record
@@ -758,9 +830,10 @@ class FilesBackend:
         # And the run directory's own entry in runs/.
         io.fsync_dir(self._runs)
 
-    def delete_run(self, run_id: str) -> bool:
+    def delete_run(self, run_id: str, *, lease_token: int | None = None) -> bool:
         name = run_dir_name(check_run_id(run_id))
         with self._op("delete a run"), self._run_lock(name):
+            self._check_write_lease(name, run_id, lease_token)
             run_dir = self._run_dir(name)
             if not self._io.is_dir(run_dir):
                 return False
@@ -788,6 +861,74 @@ class FilesBackend:
             with suppress(OSError):
                 self._io.rmtree(trash_path)
             return head > 0
+
+    # -- leases -------------------------------------------------------------------------
+    def _lease_path(self, name: str) -> str:
+        return os.path.join(self._leases, name)
+
+    def _stored_lease(self, name: str, run_id: str) -> LeaseGrant | None:
+        path = self._lease_path(name)
+        try:
+            data = self._io.read(path)
+        except FileNotFoundError:
+            return None
+        return decode_lease(data, run_id=run_id, path=path)
+
+    def _check_write_lease(self, name: str, run_id: str, token: int | None) -> None:
+        """The fencing check of a write (run lock held)."""
+        if token is not None:
+            check_token(token)
+        check_write_lease(run_id, self._stored_lease(name, run_id), token=token, now=time.time())
+
+    def _store_lease(self, name: str, grant: LeaseGrant) -> None:
+        """Replace the lease file, durably (run lock held).
+
+        Durable before it returns, renewals and releases too: a grant lost in a crash
+        would let its token be granted again, and two holders with one token defeat
+        the fencing. `leases/` is made by the first lease, not at open: opening a vault
+        that never used leases must not need to write.
+        """
+        if not self._leases_ready:
+            # Fsynced even if another process made it: its fsync may not have run yet,
+            # and the directory must be durable before a lease file goes in.
+            self._io.mkdir(self._leases, sync_parent=False)
+            self._io.fsync_dir(self._root)
+            self._leases_ready = True
+        self._io.write_atomic(self._lease_path(name), encode_lease(grant), temp_dir=self._tmp)
+
+    def acquire_lease(self, run_id: str, owner: str, ttl: float) -> LeaseGrant:
+        name = run_dir_name(check_run_id(run_id))
+        check_lease_args(owner, ttl)
+        with self._op("acquire a lease"), self._run_lock(name):
+            stored = self._stored_lease(name, run_id)
+            grant = grant_lease(run_id, stored, owner=owner, ttl=ttl, now=time.time())
+            self._store_lease(name, grant)
+            return grant
+
+    def renew_lease(self, run_id: str, token: int, ttl: float) -> LeaseGrant:
+        name = run_dir_name(check_run_id(run_id))
+        check_token(token)
+        check_ttl(ttl)
+        with self._op("renew a lease"), self._run_lock(name):
+            stored = self._stored_lease(name, run_id)
+            grant = renew_grant(run_id, stored, token=token, ttl=ttl, now=time.time())
+            self._store_lease(name, grant)
+            return grant
+
+    def release_lease(self, run_id: str, token: int) -> None:
+        name = run_dir_name(check_run_id(run_id))
+        check_token(token)
+        with self._op("release a lease"), self._run_lock(name):
+            released = released_grant(
+                self._stored_lease(name, run_id), token=token, now=time.time()
+            )
+            if released is not None:
+                self._store_lease(name, released)
+
+    def read_lease(self, run_id: str) -> LeaseGrant | None:
+        name = run_dir_name(check_run_id(run_id))
+        with self._op("read a lease"):
+            return self._stored_lease(name, run_id)
 
     def close(self) -> None:
         """Refuse further calls. No file or lock is held between calls, so none is released."""

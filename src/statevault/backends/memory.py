@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from statevault.backends.base import (
     Capabilities,
+    LeaseGrant,
     StoredCheckpoint,
+    check_lease_args,
     check_next_seq,
     check_run_id,
+    check_token,
+    check_ttl,
+    check_write_lease,
+    grant_lease,
+    released_grant,
+    renew_grant,
 )
 from statevault.errors import ConflictError, VaultClosedError
 
@@ -17,7 +26,9 @@ from statevault.errors import ConflictError, VaultClosedError
 class MemoryBackend:
     """Dicts behind one lock; the reference model the other backends are held to."""
 
-    capabilities = Capabilities(persistent=False, multi_process=False, durable_fsync=False)
+    capabilities = Capabilities(
+        persistent=False, multi_process=False, durable_fsync=False, leases=True, notify=True
+    )
 
     def __init__(self, *, initial_meta: Mapping[str, bytes], name: str = "") -> None:
         self._name = name
@@ -25,6 +36,11 @@ class MemoryBackend:
         self._meta: dict[str, bytes] = dict(initial_meta)
         self._objects: dict[bytes, bytes] = {}
         self._runs: dict[str, dict[int, bytes]] = {}
+        # Kept when a run is deleted: its tokens must keep growing.
+        self._leases: dict[str, LeaseGrant] = {}
+        # Bumped, under `_lock`, by every change to a run; listeners wait for it to move.
+        self._changes = threading.Condition(self._lock)
+        self._version = 0
         self._closed = False
 
     @property
@@ -93,6 +109,7 @@ class MemoryBackend:
         expected_head: int,
         expected_record: bytes | None = None,
         objects: Sequence[tuple[bytes, bytes]] = (),
+        lease_token: int | None = None,
     ) -> None:
         check_run_id(run_id)
         check_next_seq(seq, expected_head)
@@ -100,6 +117,7 @@ class MemoryBackend:
             self._check()
             for digest, data in objects:
                 self._objects.setdefault(bytes(digest), bytes(data))
+            check_write_lease(run_id, self._leases.get(run_id), token=lease_token, now=time.time())
             checkpoints = self._runs.setdefault(run_id, {})
             head = max(checkpoints, default=0)
             if head != expected_head or (
@@ -107,6 +125,7 @@ class MemoryBackend:
             ):
                 raise ConflictError(run_id, expected=expected_head, actual=head)
             checkpoints[seq] = bytes(record)
+            self._changed()
 
     def read_checkpoint(self, run_id: str, seq: int) -> bytes | None:
         check_run_id(run_id)
@@ -124,12 +143,85 @@ class MemoryBackend:
             seqs = sorted(checkpoints, reverse=newest_first)[:limit]
             return [StoredCheckpoint(s, checkpoints[s]) for s in seqs]
 
-    def delete_run(self, run_id: str) -> bool:
+    def delete_run(self, run_id: str, *, lease_token: int | None = None) -> bool:
         check_run_id(run_id)
         with self._lock:
             self._check()
-            return bool(self._runs.pop(run_id, None))
+            check_write_lease(run_id, self._leases.get(run_id), token=lease_token, now=time.time())
+            deleted = bool(self._runs.pop(run_id, None))
+            if deleted:
+                self._changed()
+            return deleted
+
+    # -- leases -------------------------------------------------------------------------
+    def acquire_lease(self, run_id: str, owner: str, ttl: float) -> LeaseGrant:
+        check_run_id(run_id)
+        check_lease_args(owner, ttl)
+        with self._lock:
+            self._check()
+            grant = grant_lease(
+                run_id, self._leases.get(run_id), owner=owner, ttl=ttl, now=time.time()
+            )
+            self._leases[run_id] = grant
+            return grant
+
+    def renew_lease(self, run_id: str, token: int, ttl: float) -> LeaseGrant:
+        check_run_id(run_id)
+        check_ttl(ttl)
+        check_token(token)
+        with self._lock:
+            self._check()
+            grant = renew_grant(
+                run_id, self._leases.get(run_id), token=token, ttl=ttl, now=time.time()
+            )
+            self._leases[run_id] = grant
+            return grant
+
+    def release_lease(self, run_id: str, token: int) -> None:
+        check_run_id(run_id)
+        check_token(token)
+        with self._lock:
+            self._check()
+            released = released_grant(self._leases.get(run_id), token=token, now=time.time())
+            if released is not None:
+                self._leases[run_id] = released
+
+    def read_lease(self, run_id: str) -> LeaseGrant | None:
+        check_run_id(run_id)
+        with self._lock:
+            self._check()
+            return self._leases.get(run_id)
+
+    # -- notification ---------------------------------------------------------------------
+    def _changed(self) -> None:
+        """Wake listeners (lock held)."""
+        self._version += 1
+        self._changes.notify_all()
+
+    def listen(self) -> _MemoryListener:
+        with self._lock:
+            self._check()
+            return _MemoryListener(self, self._version)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            self._changed()  # listeners wake, and find the vault closed at their next read
+
+
+class _MemoryListener:
+    """Waits for the memory backend's change counter to move past the one it last saw."""
+
+    def __init__(self, backend: MemoryBackend, version: int) -> None:
+        self._backend = backend
+        self._seen = version
+
+    def wait(self, timeout: float) -> bool:
+        backend = self._backend
+        with backend._changes:
+            moved = backend._changes.wait_for(lambda: backend._version != self._seen, timeout)
+            self._seen = backend._version
+            return moved
+
+    def close(self) -> None:
+        """Nothing to release: a listener holds no resource."""

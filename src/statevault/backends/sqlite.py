@@ -19,6 +19,11 @@ Why these settings:
   thread, not inside whichever commit crosses SQLite's automatic threshold: that
   commit would otherwise pay for copying and fsyncing every page before it (70-90 ms
   after a 30 MB object here) and small commits would see it as latency spikes.
+- Leases live in their own table, one row per run that ever had one. The row stays
+  when the lease ends and when the run is deleted, so fencing tokens keep growing. A
+  commit reads it inside its own write transaction: the lease check and the
+  compare-and-swap are one atomic step. Vaults made before leases existed get the
+  table at their first write (no write happens at open).
 - No `mmap_size`: a memory-mapped file that is truncated or unreadable kills the
   process with SIGBUS, where read() gives an error statevault can report.
 """
@@ -28,6 +33,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -37,13 +43,22 @@ from typing import Literal
 from statevault.backends.base import (
     Capabilities,
     Durability,
+    LeaseGrant,
     StoredCheckpoint,
+    check_lease_args,
     check_next_seq,
     check_run_id,
+    check_token,
+    check_ttl,
+    check_write_lease,
+    grant_lease,
+    released_grant,
+    renew_grant,
 )
 from statevault.backends.fsio import FileIO
 from statevault.errors import (
     ConflictError,
+    LeaseError,
     NotAVaultError,
     StorageError,
     VaultBusyError,
@@ -53,6 +68,11 @@ from statevault.errors import (
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 META_TABLE = "statevault_meta"
+LEASE_TABLE = "statevault_leases"
+_LEASE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS statevault_leases (run_id TEXT PRIMARY KEY, "
+    "owner TEXT NOT NULL, token INTEGER NOT NULL, expires_at REAL NOT NULL)"
+)
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS statevault_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
@@ -62,6 +82,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS statevault_checkpoints "
     "(run_id TEXT NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL, "
     "PRIMARY KEY (run_id, seq))",
+    _LEASE_SCHEMA,
 )
 
 _CHECKPOINT_AFTER = 4 << 20
@@ -109,7 +130,9 @@ class SqliteBackend:
             is created.
     """
 
-    capabilities = Capabilities(persistent=True, multi_process=True, durable_fsync=True)
+    capabilities = Capabilities(
+        persistent=True, multi_process=True, durable_fsync=True, leases=True
+    )
 
     def __init__(
         self,
@@ -133,6 +156,8 @@ class SqliteBackend:
         self._checkpointer = _Checkpointer(self._connect)
         self._pending_bytes = 0  # written by the open transaction (write lock held)
         self._group = _GroupCommit(self._commit_group, location=self._path)
+        # Whether the lease table is known to exist; it is never dropped once made.
+        self._lease_table = False
         if self._inspect():
             if not create:
                 raise NotAVaultError(self._path, "no vault exists there (create=False)")
@@ -178,6 +203,7 @@ class SqliteBackend:
         except sqlite3.DatabaseError as exc:
             raise NotAVaultError(self._path, f"SQLite cannot read it ({exc})") from exc
         if META_TABLE in tables:
+            self._lease_table = LEASE_TABLE in tables
             return False
         if tables:
             shown = ", ".join(sorted(tables)[:5])
@@ -213,6 +239,7 @@ class SqliteBackend:
         with self._transaction() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
+            self._lease_table = True
             # OR IGNORE: when two processes create the vault at once, the first one's
             # metadata stands and the second one's is dropped, never mixed.
             conn.executemany(
@@ -275,7 +302,7 @@ class SqliteBackend:
                             culprit = write
                             try:
                                 write.apply(conn)
-                            except ConflictError as exc:
+                            except (ConflictError, LeaseError) as exc:
                                 # A conflict is found before its write touches anything
                                 # (`_apply_commit`), so the rest of the group goes on.
                                 write.error = exc
@@ -444,9 +471,12 @@ class SqliteBackend:
         expected_head: int,
         expected_record: bytes | None = None,
         objects: Sequence[tuple[bytes, bytes]] = (),
+        lease_token: int | None = None,
     ) -> None:
         check_run_id(run_id)
         check_next_seq(seq, expected_head)
+        if lease_token is not None:
+            check_token(lease_token)
         # Arguments are checked here, on the caller's thread: a wrong type found while
         # binding it inside a group transaction would fail the group's other writes too.
         _check_bytes("record", record)
@@ -463,6 +493,7 @@ class SqliteBackend:
                 expected_head=expected_head,
                 expected_record=expected_record,
                 objects=objects,
+                lease_token=lease_token,
             )
 
         self._group.submit(apply, len(record) + sum(len(data) for _, data in objects))
@@ -477,12 +508,16 @@ class SqliteBackend:
         expected_head: int,
         expected_record: bytes | None,
         objects: Sequence[tuple[bytes, bytes]],
+        lease_token: int | None,
     ) -> None:
         """The compare-and-swap of one commit, inside an open (group) transaction.
 
-        It raises `ConflictError` before writing anything, which is what lets the rest
-        of its group commit without it.
+        It raises `ConflictError` (or a `LeaseError`) before writing anything, which is
+        what lets the rest of its group commit without it.
         """
+        check_write_lease(
+            run_id, self._stored_lease(conn, run_id), token=lease_token, now=time.time()
+        )
         row = conn.execute(
             "SELECT seq, record FROM statevault_checkpoints WHERE run_id = ? "
             "ORDER BY seq DESC LIMIT 1",
@@ -527,11 +562,82 @@ class SqliteBackend:
         rows = self._read(sql, (run_id, -1 if limit is None else limit))
         return [StoredCheckpoint(int(s), bytes(r)) for s, r in rows]  # type: ignore[call-overload]
 
-    def delete_run(self, run_id: str) -> bool:
+    def delete_run(self, run_id: str, *, lease_token: int | None = None) -> bool:
         check_run_id(run_id)
         with self._transaction() as conn:
+            check_write_lease(
+                run_id, self._stored_lease(conn, run_id), token=lease_token, now=time.time()
+            )
             cursor = conn.execute("DELETE FROM statevault_checkpoints WHERE run_id = ?", (run_id,))
             return cursor.rowcount > 0
+
+    # -- leases -------------------------------------------------------------------------
+    def _stored_lease(self, conn: sqlite3.Connection, run_id: str) -> LeaseGrant | None:
+        """The run's lease row, read on `conn` (inside the caller's transaction, if any)."""
+        if not self._lease_table:
+            # A vault made before leases: the table appears with the first lease, maybe
+            # made by another process since this one looked.
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LEASE_TABLE,)
+            ).fetchone()
+            if found is None:
+                return None
+            self._lease_table = True
+        row = conn.execute(
+            "SELECT owner, token, expires_at FROM statevault_leases WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return None if row is None else LeaseGrant(run_id, str(row[0]), int(row[1]), float(row[2]))
+
+    def _store_lease(self, conn: sqlite3.Connection, grant: LeaseGrant) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO statevault_leases(run_id, owner, token, expires_at) "
+            "VALUES (?, ?, ?, ?)",
+            (grant.run_id, grant.owner, grant.token, grant.expires_at),
+        )
+
+    @contextmanager
+    def _lease_transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._transaction() as conn:
+            if not self._lease_table:
+                conn.execute(_LEASE_SCHEMA)
+                self._lease_table = True
+            yield conn
+
+    def acquire_lease(self, run_id: str, owner: str, ttl: float) -> LeaseGrant:
+        check_run_id(run_id)
+        check_lease_args(owner, ttl)
+        with self._lease_transaction() as conn:
+            stored = self._stored_lease(conn, run_id)
+            grant = grant_lease(run_id, stored, owner=owner, ttl=ttl, now=time.time())
+            self._store_lease(conn, grant)
+            return grant
+
+    def renew_lease(self, run_id: str, token: int, ttl: float) -> LeaseGrant:
+        check_run_id(run_id)
+        check_token(token)
+        check_ttl(ttl)
+        with self._lease_transaction() as conn:
+            stored = self._stored_lease(conn, run_id)
+            grant = renew_grant(run_id, stored, token=token, ttl=ttl, now=time.time())
+            self._store_lease(conn, grant)
+            return grant
+
+    def release_lease(self, run_id: str, token: int) -> None:
+        check_run_id(run_id)
+        check_token(token)
+        with self._lease_transaction() as conn:
+            released = released_grant(
+                self._stored_lease(conn, run_id), token=token, now=time.time()
+            )
+            if released is not None:
+                self._store_lease(conn, released)
+
+    def read_lease(self, run_id: str) -> LeaseGrant | None:
+        check_run_id(run_id)
+        try:
+            return self._stored_lease(self._conn(), run_id)
+        except sqlite3.Error as exc:
+            raise self._storage_error(exc) from exc
 
     def close(self) -> None:
         with self._connections_lock:
