@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 import statevault
-from statevault.backends.base import Backend, NotifyingBackend, initial_meta
+from statevault.backends.base import Backend, NotifyingBackend, StoredCheckpoint, initial_meta
 from statevault.errors import (
     ConflictError,
     InvalidRunIdError,
@@ -242,6 +242,104 @@ class BackendConformance:
             backend.put_objects([(_digest(1), b"x")])
         backend.close()  # closing twice is harmless
 
+    # -- repair: roll_back and quarantine --------------------------------------------
+    def test_roll_back_removes_the_newest_records(self, backend: Backend) -> None:
+        for seq in range(1, 6):
+            backend.commit_checkpoint("r", seq, b"rec%d" % seq, expected_head=seq - 1)
+        backend.commit_checkpoint("other", 1, b"o1", expected_head=0)
+        removed = backend.roll_back("r", 2)
+        assert [(c.seq, c.record) for c in removed] == [(3, b"rec3"), (4, b"rec4"), (5, b"rec5")]
+        assert backend.head("r") == 2
+        assert [c.record for c in backend.read_checkpoints("r")] == [b"rec2", b"rec1"]
+        assert backend.read_checkpoint("r", 3) is None
+        assert backend.read_checkpoint("other", 1) == b"o1"
+        # A writer that saw a removed head must not append to the shorter history...
+        with pytest.raises(ConflictError):
+            backend.commit_checkpoint("r", 6, b"late", expected_head=5, expected_record=b"rec5")
+        # ...while one on the kept head goes on from there.
+        backend.commit_checkpoint("r", 3, b"new3", expected_head=2, expected_record=b"rec2")
+        assert [c.seq for c in backend.read_checkpoints("r")] == [3, 2, 1]
+        assert backend.read_checkpoint("r", 3) == b"new3"
+
+    def test_roll_back_to_zero_removes_the_run(self, backend: Backend) -> None:
+        backend.commit_checkpoint("r", 1, b"a", expected_head=0)
+        backend.commit_checkpoint("r", 2, b"b", expected_head=1)
+        removed = backend.roll_back("r", 0)
+        assert [c.record for c in removed] == [b"a", b"b"]
+        assert backend.head("r") == 0
+        assert backend.list_runs() == []
+        assert backend.read_checkpoints("r") == []
+        backend.commit_checkpoint("r", 1, b"fresh", expected_head=0)
+        assert backend.read_checkpoints("r") == [StoredCheckpoint(1, b"fresh")]
+
+    def test_roll_back_past_the_head_changes_nothing(self, backend: Backend) -> None:
+        assert backend.roll_back("none", 0) == []
+        backend.commit_checkpoint("r", 1, b"a", expected_head=0)
+        assert backend.roll_back("r", 1) == []
+        assert backend.roll_back("r", 7) == []
+        assert backend.head("r") == 1
+
+    @pytest.mark.parametrize("bad", [-1, True, 1.5, "1", None])
+    def test_roll_back_checks_keep_through(self, backend: Backend, bad: Any) -> None:
+        backend.commit_checkpoint("r", 1, b"a", expected_head=0)
+        with pytest.raises(ValueError):
+            backend.roll_back("r", bad)
+        assert backend.head("r") == 1
+
+    def test_roll_back_lasts(self, backend: Backend, location: pathlib.Path) -> None:
+        if not self.reopens:
+            pytest.skip("this backend does not persist")
+        for seq in range(1, 4):
+            backend.commit_checkpoint("r", seq, b"%d" % seq, expected_head=seq - 1)
+        backend.roll_back("r", 1)
+        backend.close()
+        again = self.open_backend(location, initial_meta=initial_meta(1, {}))
+        try:
+            assert again.head("r") == 1
+            again.commit_checkpoint("r", 2, b"two", expected_head=1, expected_record=b"1")
+            assert [c.record for c in again.read_checkpoints("r")] == [b"two", b"1"]
+        finally:
+            again.close()
+
+    def test_quarantine_moves_objects_aside(self, backend: Backend) -> None:
+        backend.put_objects([(_digest(i), b"data%d" % i) for i in range(4)])
+        moved = backend.quarantine_objects([_digest(1), _digest(2), _digest(99), _digest(1)])
+        assert moved == 2
+        assert backend.get_objects([_digest(i) for i in range(4)]) == {
+            _digest(0): b"data0",
+            _digest(3): b"data3",
+        }
+        assert backend.has_objects([_digest(1), _digest(2), _digest(3)]) == {_digest(3)}
+        assert sorted(backend.scan_objects()) == [_digest(0), _digest(3)]
+        assert backend.quarantined_objects() == {_digest(1): b"data1", _digest(2): b"data2"}
+        assert backend.quarantine_objects([]) == 0
+        assert backend.quarantine_objects([_digest(1)]) == 0  # already aside
+
+    def test_quarantine_never_deletes(self, backend: Backend) -> None:
+        backend.put_objects([(_digest(1), b"damaged once")])
+        assert backend.quarantine_objects([_digest(1)]) == 1
+        # A fresh copy stored after the quarantine is an object like any other...
+        backend.put_objects([(_digest(1), b"damaged twice")])
+        assert backend.get_objects([_digest(1)]) == {_digest(1): b"damaged twice"}
+        # ...and quarantining it keeps both copies; the first is the one reported.
+        assert backend.quarantine_objects([_digest(1)]) == 1
+        assert backend.quarantined_objects() == {_digest(1): b"damaged once"}
+        assert backend.has_objects([_digest(1)]) == set()
+
+    def test_quarantine_lasts(self, backend: Backend, location: pathlib.Path) -> None:
+        if not self.reopens:
+            pytest.skip("this backend does not persist")
+        assert backend.quarantined_objects() == {}
+        backend.put_objects([(_digest(1), b"one"), (_digest(2), b"two")])
+        backend.quarantine_objects([_digest(2)])
+        backend.close()
+        again = self.open_backend(location, initial_meta=initial_meta(1, {}))
+        try:
+            assert again.quarantined_objects() == {_digest(2): b"two"}
+            assert list(again.scan_objects()) == [_digest(1)]
+        finally:
+            again.close()
+
     def test_threads_race_for_each_seq(self, backend: Backend) -> None:
         wins: list[tuple[int, int]] = []
         errors: list[BaseException] = []
@@ -326,6 +424,18 @@ class BackendConformance:
         assert [c.record for c in leasing.read_checkpoints("r")] == [b"held", b"free"]
         leasing.commit_checkpoint("r", 3, b"free again", expected_head=2)
         assert leasing.head("r") == 3
+
+    def test_roll_back_is_fenced(self, leasing: Backend) -> None:
+        for seq in (1, 2, 3):
+            leasing.commit_checkpoint("r", seq, b"%d" % seq, expected_head=seq - 1)
+        grant = leasing.acquire_lease("r", "holder", 30)
+        with pytest.raises(LeaseHeld):
+            leasing.roll_back("r", 1)
+        with pytest.raises(LeaseLost):
+            leasing.roll_back("r", 1, lease_token=grant.token + 1)
+        assert leasing.head("r") == 3
+        assert [c.seq for c in leasing.roll_back("r", 1, lease_token=grant.token)] == [2, 3]
+        assert leasing.head("r") == 1
 
     def test_expired_lease_is_lost_and_free(self, leasing: Backend) -> None:
         stale = leasing.acquire_lease("r", "sleeper", 0.2)

@@ -440,6 +440,72 @@ def test_a_gap_in_the_records_is_read_around(tmp_path: Path) -> None:
     assert [c.seq for c in fresh.read_checkpoints("r", newest_first=False)] == [1, 3]
 
 
+def interrupt_roll_back(root: Path, backend: FilesBackend, keep_through: int) -> None:
+    """Leave what a crash in the middle of `roll_back("r", keep_through)` can leave: the
+    durable intent, and only the newest record removed."""
+    (root / "rollbacks").mkdir(exist_ok=True)
+    (root / "rollbacks" / run_dir_name("r")).write_bytes(b"%d" % keep_through)
+    ckpt = root / "runs" / run_dir_name("r") / "ckpt"
+    (ckpt / str(backend.head("r")).zfill(20)).unlink()
+
+
+def test_interrupted_roll_back_is_finished_at_open(tmp_path: Path) -> None:
+    root = tmp_path / "v"
+    backend = open_vault(root)
+    for seq in range(1, 6):
+        backend.commit_checkpoint("r", seq, b"%d" % seq, expected_head=seq - 1)
+    interrupt_roll_back(root, backend, 2)
+    fresh = open_vault(root)
+    assert fresh.head("r") == 2
+    assert os.listdir(root / "rollbacks") == []
+
+
+def test_interrupted_roll_back_is_finished_before_the_next_commit(tmp_path: Path) -> None:
+    root = tmp_path / "v"
+    backend = open_vault(root)
+    for seq in range(1, 6):
+        backend.commit_checkpoint("r", seq, b"%d" % seq, expected_head=seq - 1)
+    other = open_vault(root)
+    interrupt_roll_back(root, backend, 2)
+    # A writer on the half-removed history would be removed with it later: it must
+    # conflict instead, and find the rolled-back head.
+    assert other.head("r") == 4
+    with pytest.raises(ConflictError):
+        other.commit_checkpoint("r", 5, b"lost?", expected_head=4, expected_record=b"4")
+    assert other.head("r") == 2
+    other.commit_checkpoint("r", 3, b"three", expected_head=2, expected_record=b"2")
+    assert [c.record for c in open_vault(root).read_checkpoints("r")] == [b"three", b"2", b"1"]
+
+
+def test_roll_back_and_quarantine_layout(tmp_path: Path) -> None:
+    root = tmp_path / "v"
+    backend = open_vault(root)
+    assert not (root / "rollbacks").exists()  # made on first use only
+    assert not (root / "quarantine").exists()
+    backend.commit_checkpoint("r", 1, b"1", expected_head=0, objects=[(b"\xab" * 32, b"obj")])
+    backend.commit_checkpoint("r", 2, b"2", expected_head=1)
+    assert [c.seq for c in backend.roll_back("r", 1)] == [2]
+    assert os.listdir(root / "rollbacks") == []
+    assert backend.quarantine_objects([b"\xab" * 32]) == 1
+    assert os.listdir(root / "quarantine") == ["ab" * 32]
+    assert os.listdir(root / "objects" / "ab") == []
+    backend.put_objects([(b"\xab" * 32, b"other bytes")])
+    backend.quarantine_objects([b"\xab" * 32])
+    assert sorted(os.listdir(root / "quarantine")) == ["ab" * 32, "ab" * 32 + ".1"]
+
+
+def test_damaged_roll_back_intent_is_corruption(tmp_path: Path) -> None:
+    root = tmp_path / "v"
+    backend = open_vault(root)
+    backend.commit_checkpoint("r", 1, b"1", expected_head=0)
+    (root / "rollbacks").mkdir()
+    (root / "rollbacks" / run_dir_name("r")).write_bytes(b"\x00garbage")
+    with pytest.raises(CorruptionError, match="roll-back intent"):
+        backend.commit_checkpoint("r", 2, b"2", expected_head=1)
+    assert backend.head("r") == 1
+    assert open_vault(root).head("r") == 1  # the vault still opens
+
+
 def test_commit_argument_checks(tmp_path: Path) -> None:
     backend = open_vault(tmp_path / "v")
     with pytest.raises(ValueError):

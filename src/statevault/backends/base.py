@@ -201,6 +201,13 @@ def check_run_id(run_id: object) -> str:
     return run_id
 
 
+def check_keep_through(keep_through: object) -> int:
+    """Return `keep_through` if `roll_back` may take it (an int >= 0), else raise ValueError."""
+    if isinstance(keep_through, bool) or not isinstance(keep_through, int) or keep_through < 0:
+        raise ValueError(f"keep_through must be an int >= 0; got {keep_through!r}")
+    return keep_through
+
+
 def check_next_seq(seq: int, expected_head: int) -> None:
     """Raise ValueError unless `seq` is the one a commit on `expected_head` may write."""
     if isinstance(expected_head, bool) or not isinstance(expected_head, int) or expected_head < 0:
@@ -332,6 +339,36 @@ class Backend(Protocol):
 
     def read_lease(self, run_id: str) -> LeaseGrant | None:
         """The run's stored lease (in force or not), or None if it never had one."""
+        ...
+
+    # -- repair ---------------------------------------------------------------------
+    def roll_back(
+        self, run_id: str, keep_through: int, *, lease_token: int | None = None
+    ) -> list[StoredCheckpoint]:
+        """Remove the run's records with seq > `keep_through`, atomically; return them.
+
+        `keep_through` >= 0; 0 removes every record, as `delete_run` does. The removed
+        records come back oldest first, so the caller can keep them aside. Durable when
+        it returns; a writer that still expects a removed head gets `ConflictError`.
+        The lease is checked as for `commit_checkpoint`.
+        """
+        ...
+
+    def quarantine_objects(self, digests: Iterable[bytes]) -> int:
+        """Move objects aside, never deleting them; returns how many were moved.
+
+        Afterwards `get_objects`, `has_objects` and `scan_objects` no longer see them,
+        but their bytes stay in the backend's quarantine area (see
+        `quarantined_objects`). Absent digests are ignored.
+        """
+        ...
+
+    def quarantined_objects(self) -> dict[bytes, bytes]:
+        """Every quarantined object: digest -> the bytes it had when it was moved aside.
+
+        A digest quarantined more than once (damaged again after a fresh copy was
+        stored) keeps every copy in the quarantine area; this returns the first.
+        """
         ...
 
     def close(self) -> None:

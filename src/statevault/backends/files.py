@@ -10,6 +10,8 @@ Layout (version 1, named in the marker file)::
     <dir>/runs/<name>/ckpt/<seq>      one file per checkpoint record, seq as 20 digits
     <dir>/leases/<run dir name>       the run's lease (see `encode_lease`), kept for good
     <dir>/trash/                      deleted run directories on their way out
+    <dir>/rollbacks/<run dir name>    a roll-back under way: the seq it keeps through
+    <dir>/quarantine/<hex>[.<n>]      objects moved aside by repair (never deleted)
 
 How a write becomes durable: the bytes go to a temporary file in `tmp/` and are fsynced,
 then the file is linked under its final name and the final directory is fsynced (the
@@ -41,6 +43,7 @@ from statevault.backends.base import (
     Durability,
     LeaseGrant,
     StoredCheckpoint,
+    check_keep_through,
     check_lease_args,
     check_next_seq,
     check_run_id,
@@ -68,6 +71,9 @@ LAYOUT_VERSION = 1
 """Version of the directory layout above. A reader refuses a marker with a higher one."""
 
 _SUBDIRS = ("tmp", "locks", "objects", "runs", "trash")
+"""Made at open. `rollbacks/` and `quarantine/` are made on first use instead, so that
+opening a vault of an earlier release (a golden vault, a read-only look) adds nothing."""
+_QUARANTINE_NAME = re.compile(r"((?:[0-9a-f]{2})+)(?:\.([0-9]+))?")
 _SEQ_DIGITS = 20
 _MAX_SEQ = 10**_SEQ_DIGITS - 1
 _NAME_CHARS = 40
@@ -283,6 +289,8 @@ class FilesBackend:
         self._trash = os.path.join(self._root, "trash")
         self._leases = os.path.join(self._root, "leases")
         self._leases_ready = False
+        self._rollbacks = os.path.join(self._root, "rollbacks")
+        self._quarantine = os.path.join(self._root, "quarantine")
         self._closed = False
         # flock alone already excludes threads: each `FileIO.locked` call opens the lock
         # file anew, and flock locks belong to the open file description, not the process
@@ -403,6 +411,13 @@ class FilesBackend:
             # race is harmless, and whatever is left goes at a later open.
             with suppress(OSError):
                 self._io.rmtree(os.path.join(self._trash, name))
+        for name in self._io.listdir(self._rollbacks):
+            if _TEMP_FILE.fullmatch(name):
+                continue
+            # A damaged intent fails only its own run's writes (with the hint), not the
+            # opening of the whole vault.
+            with self._run_lock(name), suppress(CorruptionError):
+                self._settle_roll_back(name)
 
     # -- plumbing -----------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -598,7 +613,9 @@ class FilesBackend:
         only, records vanish only with their whole run (then the known head's file is
         gone and this falls back to listing), and a gap can arise only from a power
         loss in `durability="process"` mode, which also ends every process and its
-        cache. If checkpoints are ever deleted one by one, this must be revisited.
+        cache. `roll_back` removes records from the top down, so it never makes a gap
+        either: a hint it removed is missing (a listing follows), and a hint that
+        commits after it brought back still has no gap above it.
         """
         hint = self._head_hints.get(name, 0)
         if hint > 0 and self._io.exists(self._ckpt_path(name, hint)):
@@ -773,6 +790,7 @@ class FilesBackend:
             self._put_objects(objects)
             with self._run_lock(name):
                 self._check_write_lease(name, run_id, lease_token)
+                self._settle_roll_back(name)
                 head = self._read_head(name)
                 if head != expected_head or (
                     expected_record is not None and self._head_record(name, head) != expected_record
@@ -834,6 +852,9 @@ class FilesBackend:
         name = run_dir_name(check_run_id(run_id))
         with self._op("delete a run"), self._run_lock(name):
             self._check_write_lease(name, run_id, lease_token)
+            # A roll-back that a crash interrupted is finished first, so that its intent
+            # can never outlive this run and later apply to a new run of the same name.
+            self._settle_roll_back(name)
             run_dir = self._run_dir(name)
             if not self._io.is_dir(run_dir):
                 return False
@@ -929,6 +950,121 @@ class FilesBackend:
         name = run_dir_name(check_run_id(run_id))
         with self._op("read a lease"):
             return self._stored_lease(name, run_id)
+
+    # -- repair -------------------------------------------------------------------------
+    def roll_back(
+        self, run_id: str, keep_through: int, *, lease_token: int | None = None
+    ) -> list[StoredCheckpoint]:
+        name = run_dir_name(check_run_id(run_id))
+        check_keep_through(keep_through)
+        with self._op("roll back a run"), self._run_lock(name):
+            self._check_write_lease(name, run_id, lease_token)
+            self._settle_roll_back(name)
+            head = self._read_head(name)
+            if head <= keep_through:
+                return []
+            self._check_id(name, run_id)
+            seqs = list(range(keep_through + 1, head + 1))
+            # The run lock is held, so no commit, delete or roll-back can change `ckpt/`.
+            found = self._io.read_many(self._ckpt_dir(name), [_seq_name(seq) for seq in seqs])
+            if found is None or len(found) != len(seqs):
+                raise StorageError(
+                    f"{self._root}: run {run_id!r} changed while it was rolled back, though "
+                    f"its lock was held; is another program writing to the vault?"
+                )
+            removed = [StoredCheckpoint(seq, found[_seq_name(seq)]) for seq in seqs]
+            # Several files cannot vanish in one step, so the intent is made durable
+            # first: if a crash stops the removal half-way, the next writer of this run
+            # (or the next open) finishes it before anything else happens to the run.
+            # Without it a commit could land on a half-removed history and be removed
+            # with the rest when the repair ran again.
+            self._io.mkdir(self._rollbacks)
+            self._io.write_atomic(
+                os.path.join(self._rollbacks, name), b"%d" % keep_through, temp_dir=self._tmp
+            )
+            self._settle_roll_back(name)
+            return removed
+
+    def _settle_roll_back(self, name: str) -> None:
+        """Finish the run's interrupted roll-back, if there is one (run lock held)."""
+        intent = os.path.join(self._rollbacks, name)
+        try:
+            text = self._io.read(intent)
+        except FileNotFoundError:
+            return
+        if not text.isdigit():
+            # Written atomically, so a damaged intent means damage from outside: keep
+            # the run as it is rather than guess how much of it to remove.
+            raise CorruptionError(
+                f"the roll-back intent {intent} is damaged ({text[:20]!r})",
+                hint="Remove the file and run `statevault repair` on the vault again.",
+            )
+        keep_through = int(text)
+        ckpt_dir = self._ckpt_dir(name)
+        # From the top down: whatever a crash leaves is a history without gaps, which
+        # `_read_head` relies on.
+        for seq in sorted((s for s in self._listed_seqs(name) if s > keep_through), reverse=True):
+            self._io.unlink(self._ckpt_path(name, seq), missing_ok=True)
+        if self._io.is_dir(ckpt_dir):
+            self._io.fsync_dir(ckpt_dir)
+        # Only once the removals are durable may the intent go.
+        self._io.unlink(intent, missing_ok=True)
+        self._io.fsync_dir(self._rollbacks)
+        if keep_through:
+            self._head_hints[name] = keep_through
+        else:
+            self._head_hints.pop(name, None)
+
+    def quarantine_objects(self, digests: Iterable[bytes]) -> int:
+        moved = 0
+        with self._op("quarantine objects"):
+            self._io.mkdir(self._quarantine)
+            touched: set[str] = set()
+            for digest in dict.fromkeys(bytes(d) for d in digests):
+                fan_dir, path = self._object_path(digest)
+                try:
+                    data = self._io.read(path)
+                except FileNotFoundError:
+                    continue
+                target = self._quarantine_slot(digest.hex(), data)
+                if target is not None:
+                    # A link, then the unlink: at every moment the bytes have a name
+                    # that survives a crash, which a rename across directories does
+                    # not promise on every filesystem.
+                    self._io.link(path, target)
+                    self._io.fsync_dir(self._quarantine)
+                self._io.unlink(path, missing_ok=True)
+                touched.add(fan_dir)
+                moved += 1
+            for fan_dir in sorted(touched):
+                self._io.fsync_dir(fan_dir)
+        return moved
+
+    def _quarantine_slot(self, hex_name: str, data: bytes) -> str | None:
+        """A free name in quarantine/ for these bytes, or None if they are there already."""
+        for n in range(1 << 16):
+            slot = os.path.join(self._quarantine, hex_name if n == 0 else f"{hex_name}.{n}")
+            try:
+                held = self._io.read(slot)
+            except FileNotFoundError:
+                return slot
+            if held == data:
+                return None
+        raise StorageError(f"{self._quarantine}: too many quarantined copies of {hex_name}")
+
+    def quarantined_objects(self) -> dict[bytes, bytes]:
+        found: dict[bytes, tuple[int, bytes]] = {}
+        with self._op("read quarantined objects"):
+            for name in self._io.listdir(self._quarantine):
+                match = _QUARANTINE_NAME.fullmatch(name)
+                if match is None:
+                    continue
+                digest = bytes.fromhex(match.group(1))
+                copy = int(match.group(2) or 0)
+                if digest in found and found[digest][0] < copy:
+                    continue
+                found[digest] = (copy, self._io.read(os.path.join(self._quarantine, name)))
+        return {digest: data for digest, (_, data) in found.items()}
 
     def close(self) -> None:
         """Refuse further calls. No file or lock is held between calls, so none is released."""

@@ -10,6 +10,7 @@ from statevault.backends.base import (
     Capabilities,
     LeaseGrant,
     StoredCheckpoint,
+    check_keep_through,
     check_lease_args,
     check_next_seq,
     check_run_id,
@@ -41,6 +42,8 @@ class MemoryBackend:
         # Bumped, under `_lock`, by every change to a run; listeners wait for it to move.
         self._changes = threading.Condition(self._lock)
         self._version = 0
+        # Every copy moved aside, in order: a digest quarantined twice keeps both.
+        self._quarantine: list[tuple[bytes, bytes]] = []
         self._closed = False
 
     @property
@@ -202,6 +205,47 @@ class MemoryBackend:
         with self._lock:
             self._check()
             return _MemoryListener(self, self._version)
+
+    def roll_back(
+        self, run_id: str, keep_through: int, *, lease_token: int | None = None
+    ) -> list[StoredCheckpoint]:
+        check_run_id(run_id)
+        check_keep_through(keep_through)
+        with self._lock:
+            self._check()
+            check_write_lease(run_id, self._leases.get(run_id), token=lease_token, now=time.time())
+            checkpoints = self._runs.get(run_id, {})
+            removed = [
+                StoredCheckpoint(s, checkpoints.pop(s))
+                for s in sorted(checkpoints)
+                if s > keep_through
+            ]
+            if not checkpoints:
+                self._runs.pop(run_id, None)
+            if removed:
+                self._changed()
+            return removed
+
+    def quarantine_objects(self, digests: Iterable[bytes]) -> int:
+        with self._lock:
+            self._check()
+            moved = 0
+            for digest in dict.fromkeys(bytes(d) for d in digests):
+                data = self._objects.pop(digest, None)
+                if data is None:
+                    continue
+                if (digest, data) not in self._quarantine:
+                    self._quarantine.append((digest, data))
+                moved += 1
+            return moved
+
+    def quarantined_objects(self) -> dict[bytes, bytes]:
+        with self._lock:
+            self._check()
+            found: dict[bytes, bytes] = {}
+            for digest, data in self._quarantine:
+                found.setdefault(digest, data)
+            return found
 
     def close(self) -> None:
         with self._lock:

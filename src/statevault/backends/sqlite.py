@@ -45,6 +45,7 @@ from statevault.backends.base import (
     Durability,
     LeaseGrant,
     StoredCheckpoint,
+    check_keep_through,
     check_lease_args,
     check_next_seq,
     check_run_id,
@@ -84,6 +85,15 @@ _SCHEMA = (
     "PRIMARY KEY (run_id, seq))",
     _LEASE_SCHEMA,
 )
+
+_QUARANTINE_TABLE = (
+    # A rowid of its own rather than the digest as key: a digest quarantined twice (a
+    # fresh copy damaged again) keeps both copies, since quarantine never deletes.
+    "CREATE TABLE IF NOT EXISTS statevault_quarantine "
+    "(id INTEGER PRIMARY KEY, digest BLOB NOT NULL, data BLOB NOT NULL)"
+)
+"""Made by the first quarantine, not at creation: vaults of earlier releases gain it
+only when repair needs it, and readers of those releases ignore tables they do not know."""
 
 _CHECKPOINT_AFTER = 4 << 20
 """Bytes committed since the last WAL checkpoint that wake the checkpointer."""
@@ -638,6 +648,69 @@ class SqliteBackend:
             return self._stored_lease(self._conn(), run_id)
         except sqlite3.Error as exc:
             raise self._storage_error(exc) from exc
+
+    # -- repair -------------------------------------------------------------------------
+    def roll_back(
+        self, run_id: str, keep_through: int, *, lease_token: int | None = None
+    ) -> list[StoredCheckpoint]:
+        check_run_id(run_id)
+        check_keep_through(keep_through)
+        with self._transaction() as conn:
+            check_write_lease(
+                run_id, self._stored_lease(conn, run_id), token=lease_token, now=time.time()
+            )
+            rows = conn.execute(
+                "SELECT seq, record FROM statevault_checkpoints WHERE run_id = ? AND seq > ? "
+                "ORDER BY seq",
+                (run_id, keep_through),
+            ).fetchall()
+            conn.execute(
+                "DELETE FROM statevault_checkpoints WHERE run_id = ? AND seq > ?",
+                (run_id, keep_through),
+            )
+        return [StoredCheckpoint(int(seq), bytes(record)) for seq, record in rows]
+
+    def quarantine_objects(self, digests: Iterable[bytes]) -> int:
+        keys = list(dict.fromkeys(bytes(d) for d in digests))
+        if not keys:
+            return 0
+        moved = 0
+        # One transaction: a crash leaves every object either in place or in quarantine.
+        with self._transaction() as conn:
+            conn.execute(_QUARANTINE_TABLE)
+            for start in range(0, len(keys), _BATCH):
+                batch = keys[start : start + _BATCH]
+                marks = ",".join("?" * len(batch))
+                rows = conn.execute(
+                    f"SELECT digest, data FROM statevault_objects WHERE digest IN ({marks})",  # noqa: S608 - placeholders only
+                    batch,
+                ).fetchall()
+                for digest, data in rows:
+                    held = conn.execute(
+                        "SELECT 1 FROM statevault_quarantine WHERE digest = ? AND data = ?",
+                        (digest, data),
+                    ).fetchone()
+                    if held is None:
+                        conn.execute(
+                            "INSERT INTO statevault_quarantine(digest, data) VALUES (?, ?)",
+                            (digest, data),
+                        )
+                    conn.execute("DELETE FROM statevault_objects WHERE digest = ?", (digest,))
+                moved += len(rows)
+        return moved
+
+    def quarantined_objects(self) -> dict[bytes, bytes]:
+        tables = self._read(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'statevault_quarantine'"
+        )
+        if not tables:
+            return {}
+        found: dict[bytes, bytes] = {}
+        for digest, data in self._read(
+            "SELECT digest, data FROM statevault_quarantine ORDER BY id"
+        ):
+            found.setdefault(bytes(digest), bytes(data))  # type: ignore[call-overload]
+        return found
 
     def close(self) -> None:
         with self._connections_lock:
