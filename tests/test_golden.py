@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import statevault
+from statevault.backends.files import LAYOUT_VERSION
 
 DATA = pathlib.Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -20,7 +21,7 @@ GOLDEN = sorted((DATA / "golden").glob("v*"))
 def test_golden_vaults_exist_for_the_current_format() -> None:
     names = {p.name for p in GOLDEN}
     assert f"v{statevault.FORMAT_VERSION}.db" in names
-    assert f"v{statevault.FORMAT_VERSION}-files" in names
+    assert f"v{statevault.FORMAT_VERSION}-files-layout{LAYOUT_VERSION}" in names
 
 
 @pytest.mark.parametrize("golden", GOLDEN, ids=lambda p: p.name)
@@ -35,7 +36,7 @@ def test_golden_vault_loads(golden: pathlib.Path, tmp_path: pathlib.Path) -> Non
         url = str(copy)
     with statevault.open(url) as vault:
         make_golden.register(vault)
-        assert set(vault.runs()) - {"tree"} == {"big", "order-42"}
+        assert set(vault.runs()) - {"tree", "journal"} == {"big", "order-42"}
         run = vault.run("order-42")
         expected = make_golden.states()
         assert [c.seq for c in run.checkpoints()] == [2, 1]
@@ -49,6 +50,16 @@ def test_golden_vault_loads(golden: pathlib.Path, tmp_path: pathlib.Path) -> Non
             assert tree.load(at=1) == expected_tree
             expected_tree["messages"].append({"i": 3000, "role": "agent", "text": "appended"})
             assert tree.load() == expected_tree
+        if "journal" in vault.runs():
+            journal = vault.run("journal")
+            expected_history = make_golden.journal_history()
+            stored = list(reversed(journal.checkpoints()))
+            assert [c.kind for c in stored] == [kind for kind, _ in expected_history]
+            for checkpoint, (_, state) in zip(stored, expected_history, strict=True):
+                assert journal.load(at=checkpoint.seq) == state
+            with journal.transaction() as state:
+                state["log"].append("after upgrade")
+            assert journal.load()["log"][-1] == "after upgrade"
         report = vault.verify()
         assert report.ok, report.problems
         # The golden vault accepts new checkpoints from the current code, written in its

@@ -1,7 +1,8 @@
 """Write the golden vaults of the current format into tests/data/golden/.
 
-Run once per released vault format (`python tests/data/make_golden.py`); never
-regenerate an existing version's files: they stand for vaults users already have.
+Run once per released vault format and files-backend layout (`python
+tests/data/make_golden.py`): it writes only the vaults that are missing. Never
+regenerate an existing one: they stand for vaults users already have.
 `tests/test_golden.py` loads every one of them with the current code.
 """
 
@@ -19,6 +20,7 @@ import uuid
 from typing import Any
 
 import statevault
+from statevault.backends.files import LAYOUT_VERSION
 
 
 class Status(enum.Enum):
@@ -79,6 +81,36 @@ def tree_state() -> dict[str, Any]:
     }
 
 
+JOURNAL_POLICY = statevault.CheckpointPolicy(records=2)
+
+
+def journal_history() -> list[tuple[str, dict[str, Any]]]:
+    """Vaults written since the files layout 1 golden: run `journal`'s (kind, state) per seq.
+
+    One saved state, then five transactions; the policy folds after every second delta.
+    """
+    state: dict[str, Any] = {"step": 0, "log": []}
+    history: list[tuple[str, dict[str, Any]]] = [("state", state)]
+    deltas = 0
+    for step in range(1, 6):
+        state = {"step": step, "log": [*state["log"], f"entry {step}"]}
+        history.append(("delta", state))
+        deltas += 1
+        if deltas == JOURNAL_POLICY.records:
+            history.append(("fold", state))
+            deltas = 0
+    return history
+
+
+def write_journal(vault: statevault.Vault) -> None:
+    run = vault.run("journal", policy=JOURNAL_POLICY)
+    run.save({"step": 0, "log": []})
+    for step in range(1, 6):
+        with run.transaction(meta={"step": step}) as state:
+            state["step"] += 1
+            state["log"].append(f"entry {step}")
+
+
 def write(url: str) -> None:
     with statevault.open(url) as vault:
         register(vault)
@@ -92,6 +124,7 @@ def write(url: str) -> None:
             tree.save(state)
             state["messages"].append({"i": 3000, "role": "agent", "text": "appended"})
             tree.save(state)
+        write_journal(vault)
 
 
 def main() -> None:
@@ -99,24 +132,35 @@ def main() -> None:
     out = pathlib.Path(__file__).parent / "golden"
     out.mkdir(exist_ok=True)
     sqlite_path = out / f"v{version}.db"
-    files_path = out / f"v{version}-files"
-    if (sqlite_path.exists() or files_path.exists()) and "--force" not in sys.argv:
-        sys.exit(f"golden vaults of format {version} exist; they must not change")
-    sqlite_path.unlink(missing_ok=True)
-    shutil.rmtree(files_path, ignore_errors=True)
-    write(str(sqlite_path))
-    write(f"files://{files_path}")
-    # A checkpointed WAL leaves one self-contained file to commit.
-    conn = sqlite3.connect(sqlite_path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    for suffix in ("-wal", "-shm"):
-        sqlite_path.with_name(sqlite_path.name + suffix).unlink(missing_ok=True)
-    # Git keeps no empty directories; the files backend must open without them.
-    for directory in sorted(files_path.rglob("*"), reverse=True):
-        if directory.is_dir() and not any(directory.iterdir()):
-            directory.rmdir()
-    print(f"wrote {sqlite_path} and {files_path}")
+    # Files vaults are named by their directory layout too, which changes on its own
+    # (`v2-files` predates the names and holds layout 1).
+    files_path = out / f"v{version}-files-layout{LAYOUT_VERSION}"
+    force = "--force" in sys.argv
+    written = []
+    if force or not sqlite_path.exists():
+        sqlite_path.unlink(missing_ok=True)
+        write(str(sqlite_path))
+        # A checkpointed WAL leaves one self-contained file to commit.
+        conn = sqlite3.connect(sqlite_path)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        for suffix in ("-wal", "-shm"):
+            sqlite_path.with_name(sqlite_path.name + suffix).unlink(missing_ok=True)
+        written.append(sqlite_path)
+    if force or not files_path.exists():
+        shutil.rmtree(files_path, ignore_errors=True)
+        write(f"files://{files_path}")
+        # Git keeps no empty directories; the files backend must open without them.
+        for directory in sorted(files_path.rglob("*"), reverse=True):
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+        written.append(files_path)
+    if not written:
+        sys.exit(
+            f"golden vaults of format {version} and layout {LAYOUT_VERSION} exist; they "
+            f"must not change"
+        )
+    print("wrote " + " and ".join(map(str, written)))
 
 
 if __name__ == "__main__":
