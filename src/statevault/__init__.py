@@ -20,6 +20,7 @@ from statevault.codec.encoding import UnknownRecord
 from statevault.codec.registry import GLOBAL_REGISTRY
 from statevault.engine.checkpoints import Checkpoint
 from statevault.engine.journal import CheckpointPolicy
+from statevault.engine.leases import Lease
 from statevault.engine.verify import Problem, VerifyReport
 from statevault.errors import (
     CheckpointNotFound,
@@ -27,6 +28,9 @@ from statevault.errors import (
     CorruptionError,
     DurabilityError,
     InvalidRunIdError,
+    LeaseError,
+    LeaseHeld,
+    LeaseLost,
     NotAVaultError,
     RunNotFound,
     SerializationError,
@@ -70,6 +74,10 @@ __all__ = [
     "DurabilityError",
     "InvalidRunIdError",
     "LazyState",
+    "Lease",
+    "LeaseError",
+    "LeaseHeld",
+    "LeaseLost",
     "NotAVaultError",
     "Problem",
     "Run",

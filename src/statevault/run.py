@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
 
 from statevault import ops as ops_module
 from statevault import paths
-from statevault.backends.base import check_run_id
+from statevault.backends.base import check_run_id, check_write_lease
 from statevault.engine.checkpoints import NO_HEAD, Checkpoint, Engine, Head
 from statevault.engine.journal import (
     KIND_FOLD,
@@ -21,6 +22,7 @@ from statevault.engine.journal import (
     materialize,
     read_newest,
 )
+from statevault.engine.leases import Lease, acquire
 from statevault.engine.records import open_record
 from statevault.errors import CheckpointNotFound, ConflictError, RunNotFound
 from statevault.tree.lazy import LazyState
@@ -87,6 +89,8 @@ class Run:
         # those operations touched. Dropped whenever the head moves under the handle.
         self._memo: Memo | None = None
         self._changes: list[ops_module.Op] = []
+        # The lease this handle holds (`lease()`): its commits carry the fencing token.
+        self._lease: Lease | None = None
 
     @property
     def id(self) -> str:
@@ -120,7 +124,9 @@ class Run:
         with self._lock:
             tree = self._engine.encode_state(state, known=self._known_objects)
             if not force:
-                record, head = self._engine.commit(self._id, tree, meta=meta, parent=self._known)
+                record, head = self._engine.commit(
+                    self._id, tree, meta=meta, parent=self._known, lease_token=self._token
+                )
             else:
                 record, head = self._commit_forced(tree, meta)
             self._known = head
@@ -136,12 +142,94 @@ class Run:
         for _ in range(_FORCE_RETRIES):
             current, _ = self._engine.head(self._id)
             try:
-                return self._engine.commit(self._id, tree, meta=meta, parent=current)
+                return self._engine.commit(
+                    self._id, tree, meta=meta, parent=current, lease_token=self._token
+                )
             except ConflictError:
                 continue
         raise ConflictError(
             self._id, expected=current.seq, actual=self._engine.head(self._id)[0].seq
         )
+
+    # -- ownership: the lease ------------------------------------------------------------
+    @property
+    def _token(self) -> int | None:
+        lease = self._lease
+        return lease.token if lease is not None else None
+
+    @contextmanager
+    def lease(
+        self,
+        ttl: float = 30.0,
+        owner: str | None = None,
+        wait: float | None = None,
+        *,
+        renew: bool = True,
+    ) -> Iterator[Lease]:
+        """Own the run exclusively for the `with` block: other writers are refused.
+
+        While the block runs, this handle's commits carry the lease's fencing token and
+        every other writer gets `LeaseHeld`. The lease is renewed in the background
+        every `ttl / 3` seconds and released at the end of the block. If this process
+        stalls for longer than `ttl` (a pause, a lost network), the lease expires,
+        another worker may take it, and this handle's next commit is refused with
+        `LeaseLost`: it can never overwrite its successor. A crashed holder's lease
+        ends by itself after `ttl`; nothing needs unlocking.
+
+        Load the state after taking the lease: a writer before it may have moved on.
+
+        Args:
+            ttl: seconds the lease lasts without renewal.
+            owner: who holds it, as others see it; `host:pid:random` by default.
+            wait: seconds to wait for another holder to let go (None: do not wait).
+            renew: renew in the background; False lets the lease lapse after `ttl`
+                unless `Lease.renew()` is called.
+
+        Raises:
+            LeaseHeld: another worker holds the lease (for all of `wait`).
+
+        Example:
+            >>> with run.lease(ttl=30, wait=10) as lease:   # doctest: +SKIP
+            ...     state = run.load()
+            ...     run.save(step(state))                   # refused if the lease was lost
+        """
+        lease = acquire(
+            self._engine.backend, self._id, owner=owner, ttl=ttl, wait=wait, renew=renew
+        )
+        with self._holding(lease):
+            yield lease
+
+    def _check_lease_current(self) -> None:
+        """Raise `LeaseLost` if this handle holds a lease that is no longer current.
+
+        Called when the handle finds that the run moved under it: a holder whose lease
+        was taken over hears that, not a conflict it might retry.
+        """
+        lease = self._lease
+        if lease is not None:
+            stored = self._engine.backend.read_lease(self._id)
+            check_write_lease(self._id, stored, token=lease.token, now=time.time())
+
+    @contextmanager
+    def _holding(self, lease: Lease) -> Iterator[None]:
+        """Make this handle's commits carry `lease`'s token; release it at the end."""
+        try:
+            with self._lock:
+                if self._lease is not None:
+                    raise RuntimeError(
+                        f"this handle of run {self._id!r} holds a lease already (token "
+                        f"{self._lease.token}); leases do not nest"
+                    )
+                self._lease = lease
+        except BaseException:
+            lease.release()
+            raise
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._lease = None
+            lease.release()
 
     # -- writing changes: the journal ---------------------------------------------------
     @contextmanager
@@ -249,7 +337,12 @@ class Run:
         self, operations: list[ops_module.Op], meta: dict[str, Any] | None
     ) -> Checkpoint:
         record, head = commit_delta(
-            self._engine, self._id, operations, meta=meta, parent=self._known
+            self._engine,
+            self._id,
+            operations,
+            meta=meta,
+            parent=self._known,
+            lease_token=self._token,
         )
         self._changes.extend(operations)
         self._known = head
@@ -266,7 +359,9 @@ class Run:
         tree = self._engine.encode_state(
             state, known=self._known_objects, memo=self._memo, changes=self._changes
         )
-        record, head = self._engine.commit(self._id, tree, meta=meta, parent=self._known, kind=kind)
+        record, head = self._engine.commit(
+            self._id, tree, meta=meta, parent=self._known, kind=kind, lease_token=self._token
+        )
         self._known = head
         self._known_objects = frozenset(tree.digests)
         self._since = Since().after(record)
@@ -311,6 +406,7 @@ class Run:
             self._known, self._cache, self._since = NO_HEAD, _NOTHING, Since()
             self._memo, self._changes = None, []
             if expected.seq != 0:
+                self._check_lease_current()
                 raise ConflictError(self._id, expected=expected.seq, actual=0)
             if not allow_empty:
                 raise RunNotFound(self._id)
@@ -325,6 +421,7 @@ class Run:
         self._since = since
         if self._known != expected:
             self._memo, self._changes = None, []
+            self._check_lease_current()
             raise ConflictError(self._id, expected=expected.seq, actual=record.seq)
 
     # -- reading -----------------------------------------------------------------------

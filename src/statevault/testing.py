@@ -606,6 +606,24 @@ class VaultConformance:
             assert vault.runs() == ["order-42"]
             assert vault.verify().ok
 
+    def test_stale_lease_holder_is_refused(self, url: str) -> None:
+        """A holder whose lease expired while it was paused cannot overwrite its successor."""
+        with statevault.open(url) as vault:
+            if not vault.capabilities.leases:
+                pytest.skip("this backend does not claim leases")
+            stale, successor = vault.run("r"), vault.run("r")
+            with stale.lease(ttl=0.3, renew=False) as old:
+                stale.save({"by": "stale"})
+                with pytest.raises(statevault.LeaseHeld):
+                    successor.save({"by": "intruder"}, force=True)
+                time.sleep(0.5)
+                with successor.lease(ttl=30) as new:
+                    assert new.token > old.token
+                    successor.save({"by": "successor"}, force=True)
+                    with pytest.raises(statevault.LeaseLost):
+                        stale.save({"by": "stale again"}, force=True)
+            assert vault.run("r").load() == {"by": "successor"}
+
     def test_conflict_and_force(self, url: str) -> None:
         with statevault.open(url) as vault:
             a = vault.run("r")

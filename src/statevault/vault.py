@@ -9,7 +9,13 @@ from types import TracebackType
 from typing import Any, Literal
 
 from statevault import __version__
-from statevault.backends.base import META_FORMAT, Backend, Durability, initial_meta
+from statevault.backends.base import (
+    META_FORMAT,
+    Backend,
+    Capabilities,
+    Durability,
+    initial_meta,
+)
 from statevault.backends.fsio import FileIO
 from statevault.backends.memory import MemoryBackend
 from statevault.backends.sqlite import SqliteBackend
@@ -18,6 +24,7 @@ from statevault.codec.encoding import Codec, UnknownTypes
 from statevault.codec.registry import GLOBAL_REGISTRY, TypeRegistry
 from statevault.engine.checkpoints import Engine
 from statevault.engine.journal import CheckpointPolicy
+from statevault.engine.leases import Lease
 from statevault.engine.verify import VerifyReport, verify
 from statevault.errors import CorruptionError, NotAVaultError, UnsupportedFormatError
 from statevault.run import Run
@@ -190,6 +197,11 @@ class Vault:
     def __repr__(self) -> str:
         return f"<Vault {self.location}>"
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the vault's backend can do (leases, native change notification, ...)."""
+        return self._backend.capabilities
+
     def register(self, cls: type[Any], *, name: str | None = None) -> type[Any]:
         """Allow a class (Struct, dataclass, Pydantic model, Enum) in this vault's state.
 
@@ -210,13 +222,19 @@ class Vault:
         """Ids of the runs that have checkpoints, sorted, optionally by prefix."""
         return self._backend.list_runs(prefix)
 
-    def delete_run(self, run_id: str) -> bool:
+    def delete_run(self, run_id: str, *, lease: Lease | None = None) -> bool:
         """Delete a run and its history. Returns False if it had none.
 
         Handles that still know the deleted head get `ConflictError` on save, so a late
         writer cannot bring a deleted run back by accident.
+
+        Args:
+            lease: the run's lease, when it is held (`run.lease()`); without it a leased
+                run is refused with `LeaseHeld`.
         """
-        return self._backend.delete_run(run_id)
+        return self._backend.delete_run(
+            run_id, lease_token=lease.token if lease is not None else None
+        )
 
     def verify(self) -> VerifyReport:
         """Read and check every record and object; report damage instead of raising."""

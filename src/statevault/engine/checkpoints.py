@@ -235,6 +235,7 @@ class Engine:
         meta: dict[str, Any] | None,
         parent: Head,
         kind: str = "state",
+        lease_token: int | None = None,
     ) -> tuple[CheckpointRecord, Head]:
         """Store one checkpoint on top of `parent`; raises ConflictError if the head moved."""
         check_meta(meta)
@@ -257,6 +258,7 @@ class Engine:
             raw_bytes=tree.raw_bytes,
             stored_bytes=stored,
             objects=objects,
+            lease_token=lease_token,
         )
 
     def append(
@@ -271,11 +273,13 @@ class Engine:
         raw_bytes: int,
         stored_bytes: int,
         objects: list[tuple[bytes, bytes]] | tuple[()] = (),
+        lease_token: int | None = None,
     ) -> tuple[CheckpointRecord, Head]:
         """Seal a record on top of `parent` and commit it with `objects` (compare-and-swap).
 
         The one place where history grows: every kind of entry is chained to its
-        parent's hash and lands only if the head is still exactly `parent`.
+        parent's hash and lands only if the head is still exactly `parent`, and only
+        if the run's lease allows it (`lease_token`: the writer's fencing token).
         """
         record = CheckpointRecord(
             run=run_id,
@@ -298,5 +302,6 @@ class Engine:
             expected_head=parent.seq,
             expected_record=parent.sealed or None,
             objects=objects,
+            lease_token=lease_token,
         )
         return record, Head(record.seq, sealed)

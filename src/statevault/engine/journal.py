@@ -89,6 +89,7 @@ def commit_delta(
     *,
     meta: dict[str, Any] | None,
     parent: Head,
+    lease_token: int | None = None,
 ) -> tuple[CheckpointRecord, Head]:
     """Append one delta entry on top of `parent` (compare-and-swap, like every commit)."""
     if parent.seq == 0:
@@ -104,6 +105,7 @@ def commit_delta(
         meta=meta,
         raw_bytes=packed.raw_size,
         stored_bytes=len(packed.data),
+        lease_token=lease_token,
     )
 
 
