@@ -25,6 +25,7 @@ from statevault.engine.journal import (
 from statevault.engine.leases import Lease, acquire
 from statevault.engine.records import open_record
 from statevault.errors import CheckpointNotFound, ConflictError, RunNotFound
+from statevault.faults import crash_point, register
 from statevault.tree.lazy import LazyState
 from statevault.tree.read import PathReader
 
@@ -52,6 +53,10 @@ MISSING: Final = _Missing()
 _NOTHING: Final = object()
 
 _FORCE_RETRIES = 20
+
+_CRASH_BEFORE_FOLD = register(
+    "run.fold.before", "a journal entry is committed; the policy's fold has not started"
+)
 
 
 class Run:
@@ -349,6 +354,7 @@ class Run:
         self._since = self._since.after(record)
         checkpoint = self._engine.checkpoint(record, head.record_hash)
         if self._since.due(self._policy):
+            crash_point(_CRASH_BEFORE_FOLD)
             # Another writer may have moved on: the fold is only an optimization, so a
             # conflict skips it (this handle's next commit conflicts too and reloads).
             with suppress(ConflictError):

@@ -64,6 +64,7 @@ from statevault.errors import (
     UnsupportedFormatError,
     VaultClosedError,
 )
+from statevault.faults import crash_point, register
 
 MARKER_NAME = "STATEVAULT"
 MARKER_MAGIC = b"statevault-files\n"
@@ -88,6 +89,41 @@ _PROBE_READ_LIMIT = 64
 """`read_checkpoints(limit=...)` up to this size reads files by seq instead of listing."""
 _READ_ATTEMPTS = 8
 _CACHE_LIMIT = 65536
+
+
+_CRASH_OBJECTS_WRITTEN = register(
+    "files.objects.after_data", "objects' bytes are fsynced in tmp/, not yet linked"
+)
+_CRASH_OBJECTS_LINKED = register(
+    "files.objects.after_link", "objects are linked, their directories not yet fsynced"
+)
+_CRASH_RUN_PREPARED = register(
+    "files.run.after_id", "a new run's directory and id exist, not yet fsynced"
+)
+_CRASH_RECORD_LINKED = register(
+    "files.record.after_link", "a record is linked under its seq, ckpt/ not yet fsynced"
+)
+_CRASH_RECORD_SYNCED = register(
+    "files.record.after_sync", "a record is durable; the commit has not returned"
+)
+_CRASH_DELETE_MOVED = register(
+    "files.delete.after_rename", "a deleted run is moved to trash/, not yet fsynced"
+)
+_CRASH_DELETE_SYNCED = register(
+    "files.delete.after_sync", "a deletion is durable; the run's files are not yet removed"
+)
+_CRASH_ROLLBACK_INTENT = register(
+    "files.rollback.after_intent", "a roll-back's intent is durable; no record removed yet"
+)
+_CRASH_ROLLBACK_REMOVING = register(
+    "files.rollback.after_unlink", "a roll-back removed one more record (top down)"
+)
+_CRASH_QUARANTINE_LINKED = register(
+    "files.quarantine.after_link", "an object is linked in quarantine/, still in objects/"
+)
+_CRASH_SWEEP = register(
+    "files.open.after_sweep_step", "open removed one stray file or finished one roll-back"
+)
 
 
 # -- names ------------------------------------------------------------------------------
@@ -406,11 +442,13 @@ class FilesBackend:
                 pid = temp_owner_pid(name)
                 if pid is not None and not pid_alive(pid):
                     self._io.unlink(os.path.join(directory, name), missing_ok=True)
+                    crash_point(_CRASH_SWEEP)
         for name in self._io.listdir(self._trash):
             # Another process may be removing the same tree; both only remove, so the
             # race is harmless, and whatever is left goes at a later open.
             with suppress(OSError):
                 self._io.rmtree(os.path.join(self._trash, name))
+            crash_point(_CRASH_SWEEP)
         for name in self._io.listdir(self._rollbacks):
             if _TEMP_FILE.fullmatch(name):
                 continue
@@ -418,6 +456,7 @@ class FilesBackend:
             # opening of the whole vault.
             with self._run_lock(name), suppress(CorruptionError):
                 self._settle_roll_back(name)
+            crash_point(_CRASH_SWEEP)
 
     # -- plumbing -----------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -525,10 +564,14 @@ class FilesBackend:
             # directory fsyncs per object.
             for _, data in pending.values():
                 temps.append(io.write_temp(self._tmp, data))
+            if temps:
+                crash_point(_CRASH_OBJECTS_WRITTEN)
             for temp, path in zip(temps, pending, strict=True):
                 # A link, not a rename: it never replaces a file that a concurrent
                 # writer of the same object has put there meanwhile (False then).
                 io.link(temp, path)
+            if temps:
+                crash_point(_CRASH_OBJECTS_LINKED)
         finally:
             for temp in temps:
                 io.unlink(temp, missing_ok=True)
@@ -806,10 +849,12 @@ class FilesBackend:
                 ):
                     # Only a writer that ignores the lock could have put it there.
                     raise ConflictError(run_id, expected=expected_head, actual=seq)
+                crash_point(_CRASH_RECORD_LINKED)
                 # The commit is acknowledged when this returns: the record's name must be
                 # on disk by then (its bytes were fsynced before the name existed).
                 self._io.fsync_dir(ckpt_dir)
                 self._head_hints[name] = seq
+                crash_point(_CRASH_RECORD_SYNCED)
 
     def _head_record(self, name: str, head: int) -> bytes | None:
         """The head's record bytes (run lock held), or None if there is no head."""
@@ -842,6 +887,7 @@ class FilesBackend:
         elif stored != run_id.encode("utf-8"):
             raise self._wrong_id(name, run_id, stored)
         io.mkdir(self._ckpt_dir(name), sync_parent=False)
+        crash_point(_CRASH_RUN_PREPARED)
         # `id` and `ckpt/` before any record goes in: a record must never survive a
         # crash without the id that names its run, nor inside a lost `ckpt/`.
         io.fsync_dir(run_dir)
@@ -872,12 +918,14 @@ class FilesBackend:
             # gets ConflictError instead of resurrecting the run.
             trash_path = os.path.join(self._trash, f"{name}.{os.getpid()}-{secrets.token_hex(6)}")
             self._io.rename(run_dir, trash_path)
+            crash_point(_CRASH_DELETE_MOVED)
             # runs/: the deletion must survive a crash once acknowledged. trash/: the tree
             # must stay reachable there (for the sweep at open) rather than be orphaned.
             self._io.fsync_dir(self._runs)
             self._io.fsync_dir(self._trash)
             self._head_hints.pop(name, None)
             self._verified.discard(name)
+            crash_point(_CRASH_DELETE_SYNCED)
             # Failing to free the space does not undo the deletion; open() retries.
             with suppress(OSError):
                 self._io.rmtree(trash_path)
@@ -982,6 +1030,7 @@ class FilesBackend:
             self._io.write_atomic(
                 os.path.join(self._rollbacks, name), b"%d" % keep_through, temp_dir=self._tmp
             )
+            crash_point(_CRASH_ROLLBACK_INTENT)
             self._settle_roll_back(name)
             return removed
 
@@ -1005,6 +1054,7 @@ class FilesBackend:
         # `_read_head` relies on.
         for seq in sorted((s for s in self._listed_seqs(name) if s > keep_through), reverse=True):
             self._io.unlink(self._ckpt_path(name, seq), missing_ok=True)
+            crash_point(_CRASH_ROLLBACK_REMOVING)
         if self._io.is_dir(ckpt_dir):
             self._io.fsync_dir(ckpt_dir)
         # Only once the removals are durable may the intent go.
@@ -1033,6 +1083,7 @@ class FilesBackend:
                     # not promise on every filesystem.
                     self._io.link(path, target)
                     self._io.fsync_dir(self._quarantine)
+                    crash_point(_CRASH_QUARANTINE_LINKED)
                 self._io.unlink(path, missing_ok=True)
                 touched.add(fan_dir)
                 moved += 1

@@ -66,6 +66,7 @@ from statevault.errors import (
     VaultClosedError,
     describe,
 )
+from statevault.faults import crash_point, register
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 META_TABLE = "statevault_meta"
@@ -94,6 +95,13 @@ _QUARANTINE_TABLE = (
 )
 """Made by the first quarantine, not at creation: vaults of earlier releases gain it
 only when repair needs it, and readers of those releases ignore tables they do not know."""
+
+_CRASH_BEFORE_COMMIT = register(
+    "sqlite.commit.before", "a write transaction's statements ran; COMMIT not yet issued"
+)
+_CRASH_AFTER_COMMIT = register(
+    "sqlite.commit.after", "COMMIT returned (durable); the caller has not been told"
+)
 
 _CHECKPOINT_AFTER = 4 << 20
 """Bytes committed since the last WAL checkpoint that wake the checkpointer."""
@@ -269,7 +277,9 @@ class SqliteBackend:
                 raise self._storage_error(exc) from exc
             try:
                 yield conn
+                crash_point(_CRASH_BEFORE_COMMIT)
                 conn.execute("COMMIT")
+                crash_point(_CRASH_AFTER_COMMIT)
                 self._io.db_committed(self._path)
                 self._checkpointer.committed(self._pending_bytes)
             except BaseException as exc:
@@ -319,8 +329,10 @@ class SqliteBackend:
                         done = len(group)
                         self._group.gather(group)
                     culprit = None
+                    crash_point(_CRASH_BEFORE_COMMIT)
                     conn.execute("COMMIT")
                     committed = True
+                    crash_point(_CRASH_AFTER_COMMIT)
                     self._io.db_committed(self._path)
                 except BaseException:
                     if conn.in_transaction:

@@ -25,11 +25,19 @@ from statevault.codec.encoding import Codec
 from statevault.codec.envelope import Packed, pack
 from statevault.engine.records import CheckpointRecord, open_record, seal_record
 from statevault.errors import CorruptionError, SerializationError
+from statevault.faults import crash_point, register
 from statevault.ops import Op
 from statevault.tree import TreeReader, TreeWriter, WrittenTree
 from statevault.tree.lazy import LazyState
 from statevault.tree.read import PathReader
 from statevault.tree.write import Memo
+
+_CRASH_EARLY_OBJECTS = register(
+    "engine.objects.after_early_write", "a batch of a large save's objects is stored"
+)
+_CRASH_BEFORE_RECORD = register(
+    "engine.commit.before_record", "a record is sealed; the backend has not been called"
+)
 
 INLINE_LIMIT = 4096
 """A root object up to this size is kept inside its checkpoint record: one row or
@@ -225,6 +233,7 @@ class Engine:
         missing = [(p.digest, p.data) for p in objects if p.digest not in present]
         if missing:
             self.backend.put_objects(missing)
+            crash_point(_CRASH_EARLY_OBJECTS)
         return sum(len(data) for _, data in missing)
 
     def commit(
@@ -295,6 +304,7 @@ class Engine:
             stored_bytes=stored_bytes,
         )
         sealed, _ = seal_record(record)
+        crash_point(_CRASH_BEFORE_RECORD)
         self.backend.commit_checkpoint(
             run_id,
             record.seq,
