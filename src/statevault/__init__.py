@@ -22,7 +22,9 @@ from statevault.engine.checkpoints import Checkpoint
 from statevault.engine.journal import CheckpointPolicy
 from statevault.engine.leases import Lease
 from statevault.engine.verify import Problem, VerifyReport
+from statevault.engine.watch import AsyncWatch, Watch
 from statevault.errors import (
+    BlockingCallError,
     CheckpointNotFound,
     ConflictError,
     CorruptionError,
@@ -44,7 +46,7 @@ from statevault.errors import (
 from statevault.paths import lookup
 from statevault.run import Run
 from statevault.tree.lazy import LazyState
-from statevault.vault import FORMAT_VERSION, Vault, open
+from statevault.vault import FORMAT_VERSION, Vault, open, open_async
 
 
 def register(cls: type[Any], *, name: str | None = None) -> type[Any]:
@@ -66,6 +68,8 @@ def register(cls: type[Any], *, name: str | None = None) -> type[Any]:
 
 __all__ = [
     "FORMAT_VERSION",
+    "AsyncWatch",
+    "BlockingCallError",
     "Checkpoint",
     "CheckpointNotFound",
     "CheckpointPolicy",
@@ -92,9 +96,11 @@ __all__ = [
     "VaultBusyError",
     "VaultClosedError",
     "VerifyReport",
+    "Watch",
     "__version__",
     "lookup",
     "open",
+    "open_async",
     "ops",
     "register",
 ]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
 
 from statevault import ops as ops_module
 from statevault import paths
 from statevault.backends.base import check_run_id, check_write_lease
+from statevault.engine.aio import ThreadedContext, in_event_loop, refuse_in_event_loop
 from statevault.engine.checkpoints import NO_HEAD, Checkpoint, Engine, Head
 from statevault.engine.journal import (
     KIND_FOLD,
@@ -22,7 +23,7 @@ from statevault.engine.journal import (
     materialize,
     read_newest,
 )
-from statevault.engine.leases import Lease, acquire
+from statevault.engine.leases import Lease, aacquire, acquire
 from statevault.engine.records import open_record
 from statevault.errors import CheckpointNotFound, ConflictError, RunNotFound
 from statevault.faults import crash_point, register
@@ -81,7 +82,11 @@ class Run:
         self._id = check_run_id(run_id)
         self._policy = policy
         self._lock = threading.RLock()
-        self._known, _ = engine.head(run_id)
+        # The head this handle commits on top of; read now, or, when made on an event
+        # loop's thread (where reading would block it), by the first call that needs it.
+        self._known_head: Head | None = None
+        if not in_event_loop():
+            self._known_head, _ = engine.head(run_id)
         # Digests of the newest tree this handle saved or loaded: the vault holds them,
         # so the next save neither compresses nor writes them again.
         self._known_objects: frozenset[bytes] = frozenset()
@@ -102,7 +107,20 @@ class Run:
         return self._id
 
     def __repr__(self) -> str:
-        return f"<Run {self._id!r} at checkpoint {self._known.seq}>"
+        seq = "?" if self._known_head is None else self._known_head.seq
+        return f"<Run {self._id!r} at checkpoint {seq}>"
+
+    @property
+    def _known(self) -> Head:
+        known = self._known_head
+        if known is None:
+            known, _ = self._engine.head(self._id)
+            self._known_head = known
+        return known
+
+    @_known.setter
+    def _known(self, head: Head) -> None:
+        self._known_head = head
 
     # -- writing whole states ----------------------------------------------------------
     def save(
@@ -125,7 +143,10 @@ class Run:
                 was written; the message names its path).
             ConflictError: another writer moved the head since this handle last saw it
                 (nothing was written).
+            LeaseHeld: another worker holds the run's lease.
+            LeaseLost: this handle's lease is no longer current.
         """
+        refuse_in_event_loop("run.save()", "await run.asave()")
         with self._lock:
             tree = self._engine.encode_state(state, known=self._known_objects)
             if not force:
@@ -198,6 +219,7 @@ class Run:
             ...     state = run.load()
             ...     run.save(step(state))                   # refused if the lease was lost
         """
+        refuse_in_event_loop("run.lease()", "async with run.alease()")
         lease = acquire(
             self._engine.backend, self._id, owner=owner, ttl=ttl, wait=wait, renew=renew
         )
@@ -218,6 +240,13 @@ class Run:
     @contextmanager
     def _holding(self, lease: Lease) -> Iterator[None]:
         """Make this handle's commits carry `lease`'s token; release it at the end."""
+        self._hold(lease)
+        try:
+            yield
+        finally:
+            self._drop(lease)
+
+    def _hold(self, lease: Lease) -> None:
         try:
             with self._lock:
                 if self._lease is not None:
@@ -229,12 +258,11 @@ class Run:
         except BaseException:
             lease.release()
             raise
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._lease = None
-            lease.release()
+
+    def _drop(self, lease: Lease) -> None:
+        with self._lock:
+            self._lease = None
+        lease.release()
 
     # -- writing changes: the journal ---------------------------------------------------
     @contextmanager
@@ -265,6 +293,7 @@ class Run:
         """
         from statevault.engine.tracking import track  # noqa: PLC0415 - only transactions need it
 
+        refuse_in_event_loop("run.transaction()", "async with run.atransaction()")
         with self._lock:
             if self._cache is _NOTHING:
                 self._refresh(allow_empty=default is not MISSING)
@@ -307,6 +336,7 @@ class Run:
             >>> from statevault import ops
             >>> run.apply([ops.increment("step"), ops.append("log", "x")])  # doctest: +SKIP
         """
+        refuse_in_event_loop("run.apply()", "await run.aapply()")
         batch = list(operations)
         with self._lock:
             state = self._materialized()
@@ -331,6 +361,7 @@ class Run:
         Returns:
             The newest checkpoint afterwards.
         """
+        refuse_in_event_loop("run.checkpoint()", "await run.acheckpoint()")
         with self._lock:
             state = self._materialized()
             head, record = self._engine.head(self._id)
@@ -452,6 +483,7 @@ class Run:
             CorruptionError: stored bytes fail their checks (never returned as data).
             UnknownTypeError: the state holds a record of an unregistered class.
         """
+        refuse_in_event_loop("run.load()", "await run.aload()")
         if lazy:
             return self._load_lazy(at, default)
         if at is None:
@@ -502,6 +534,7 @@ class Run:
         Raises:
             KeyError: the path does not exist (unless `default` is given).
         """
+        refuse_in_event_loop("run.get()", "await run.aget()")
         keys = paths.parse(path) if isinstance(path, str) else list(path)
         try:
             return self._get(keys, at)
@@ -550,6 +583,7 @@ class Run:
 
     def checkpoints(self, *, limit: int | None = None) -> list[Checkpoint]:
         """The run's checkpoints (every kind), newest first, in one read."""
+        refuse_in_event_loop("run.checkpoints()", "await run.acheckpoints()")
         stored = self._engine.backend.read_checkpoints(self._id, limit=limit)
         return [
             self._engine.checkpoint(*open_record(item.record, run_id=self._id, seq=item.seq))
@@ -558,11 +592,13 @@ class Run:
 
     def checkpoint_at(self, seq: int) -> Checkpoint:
         """The checkpoint `seq` (its record, not its state)."""
+        refuse_in_event_loop("run.checkpoint_at()", "await run.acheckpoint_at()")
         return self._engine.checkpoint(*self._record_at(seq))
 
     @property
     def head(self) -> Checkpoint | None:
         """The newest checkpoint in the vault now (not necessarily the one this handle saw)."""
+        refuse_in_event_loop("run.head", "await run.ahead()")
         head, record = self._engine.head(self._id)
         if record is None:
             return None
@@ -572,3 +608,91 @@ class Run:
     def known_seq(self) -> int:
         """The head seq this handle will commit on top of (0: none)."""
         return self._known.seq
+
+    # -- the async API: the same calls, awaited ------------------------------------------
+    # Each runs its blocking twin off the event loop (`Engine.offload`). Do not change a
+    # state passed to `asave` before the call returns: it is encoded on another thread.
+
+    async def asave(
+        self, state: Any, *, meta: dict[str, Any] | None = None, force: bool = False
+    ) -> Checkpoint:
+        """`save`, awaited."""
+        return await self._engine.offload(lambda: self.save(state, meta=meta, force=force))
+
+    async def aload(
+        self, *, at: int | None = None, default: Any = MISSING, lazy: bool = False
+    ) -> Any:
+        """`load`, awaited. A lazy view still reads on access: use it off the loop."""
+        return await self._engine.offload(lambda: self.load(at=at, default=default, lazy=lazy))
+
+    async def aget(
+        self, path: str | list[Any], *, at: int | None = None, default: Any = MISSING
+    ) -> Any:
+        """`get`, awaited."""
+        return await self._engine.offload(lambda: self.get(path, at=at, default=default))
+
+    async def aapply(
+        self, operations: Iterable[ops_module.Op], *, meta: dict[str, Any] | None = None
+    ) -> Checkpoint:
+        """`apply`, awaited."""
+        batch = list(operations)
+        return await self._engine.offload(lambda: self.apply(batch, meta=meta))
+
+    async def acheckpoint(self, *, meta: dict[str, Any] | None = None) -> Checkpoint:
+        """`checkpoint`, awaited."""
+        return await self._engine.offload(lambda: self.checkpoint(meta=meta))
+
+    async def acheckpoints(self, *, limit: int | None = None) -> list[Checkpoint]:
+        """`checkpoints`, awaited."""
+        return await self._engine.offload(lambda: self.checkpoints(limit=limit))
+
+    async def acheckpoint_at(self, seq: int) -> Checkpoint:
+        """`checkpoint_at`, awaited."""
+        return await self._engine.offload(lambda: self.checkpoint_at(seq))
+
+    async def ahead(self) -> Checkpoint | None:
+        """`head`, awaited."""
+        return await self._engine.offload(lambda: self.head)
+
+    @asynccontextmanager
+    async def atransaction(
+        self, *, meta: dict[str, Any] | None = None, default: Any = MISSING
+    ) -> AsyncIterator[Any]:
+        """`transaction`, as an async context manager.
+
+        The block runs on the event loop; loading before it and committing after it run
+        on a thread that holds this handle for the whole block, so do not await other
+        calls of the same handle inside it (they would wait for the block to end).
+
+        Example:
+            >>> async with run.atransaction() as s:     # doctest: +SKIP
+            ...     s["step"] += 1
+        """
+        context = ThreadedContext(
+            lambda: self.transaction(meta=meta, default=default),
+            name=f"statevault-transaction-{self._id}",
+        )
+        view = await context.enter()
+        try:
+            yield view
+        except BaseException as exc:
+            await context.exit(exc)
+            raise
+        await context.exit(None)
+
+    @asynccontextmanager
+    async def alease(
+        self,
+        ttl: float = 30.0,
+        owner: str | None = None,
+        wait: float | None = None,
+        *,
+        renew: bool = True,
+    ) -> AsyncIterator[Lease]:
+        """`lease`, as an async context manager; waiting for the lease does not block the loop."""
+        lease = await aacquire(self._engine, self._id, owner=owner, ttl=ttl, wait=wait, renew=renew)
+        await self._engine.offload(lambda: self._hold(lease))
+        try:
+            yield lease
+        finally:
+            await self._engine.offload(lambda: self._drop(lease))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import uuid
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Literal
 
@@ -22,10 +24,12 @@ from statevault.backends.sqlite import SqliteBackend
 from statevault.codec.compression import Compression
 from statevault.codec.encoding import Codec, UnknownTypes
 from statevault.codec.registry import GLOBAL_REGISTRY, TypeRegistry
+from statevault.engine.aio import refuse_in_event_loop
 from statevault.engine.checkpoints import Engine
 from statevault.engine.journal import CheckpointPolicy
 from statevault.engine.leases import Lease
 from statevault.engine.verify import VerifyReport, verify
+from statevault.engine.watch import DEFAULT_POLL, AsyncWatch, Watch
 from statevault.errors import CorruptionError, NotAVaultError, UnsupportedFormatError
 from statevault.run import Run
 
@@ -145,6 +149,7 @@ def open(
         >>> with statevault.open("state.db") as vault:       # doctest: +SKIP
         ...     vault.run("order-42").save({"step": 1})
     """
+    refuse_in_event_loop("statevault.open()", "await statevault.open_async()")
     if durability not in _DURABILITY:
         raise ValueError(f"durability must be 'fsync' or 'process'; got {durability!r}")
     settings = Compression.parse(compression, level=level)
@@ -168,8 +173,49 @@ def open(
         raise
 
 
+async def open_async(
+    url: str | os.PathLike[str],
+    *,
+    durability: Durability = "fsync",
+    compression: Literal["zstd", "lz4", "none"] = "zstd",
+    level: int | None = None,
+    unknown_types: UnknownTypes = "error",
+    timeout: float = 30.0,
+    create: bool = True,
+    policy: CheckpointPolicy | None = None,
+) -> Vault:
+    """`open`, awaited: the vault is opened off the event loop.
+
+    Use the `a`-methods of the vault and its runs (`await run.asave(...)`); their
+    blocking twins refuse to run on the event loop's thread.
+
+    Example:
+        >>> async with await statevault.open_async("state.db") as vault:  # doctest: +SKIP
+        ...     run = vault.run("order-42")
+        ...     await run.asave({"step": 1})
+    """
+    import asyncio  # noqa: PLC0415 - loaded already: a loop is running
+
+    opening = functools.partial(
+        open,  # this module's open(), not the builtin
+        url,
+        durability=durability,
+        compression=compression,
+        level=level,
+        unknown_types=unknown_types,
+        timeout=timeout,
+        create=create,
+        policy=policy,
+    )
+    return await asyncio.to_thread(opening)
+
+
 class Vault:
-    """A store of runs. Made by `statevault.open()`; close it, or use it as a context manager."""
+    """A store of runs. Made by `statevault.open()`; close it, or use it as a context manager.
+
+    Every blocking call has an awaitable twin named with an `a` (`aruns`, `aclose`,
+    `awatch`; `run.asave`, `run.aload`, ...), and `async with` closes the vault.
+    """
 
     def __init__(
         self, backend: Backend, engine: Engine, *, policy: CheckpointPolicy | None = None
@@ -220,6 +266,7 @@ class Vault:
 
     def runs(self, prefix: str = "") -> list[str]:
         """Ids of the runs that have checkpoints, sorted, optionally by prefix."""
+        refuse_in_event_loop("vault.runs()", "await vault.aruns()")
         return self._backend.list_runs(prefix)
 
     def delete_run(self, run_id: str, *, lease: Lease | None = None) -> bool:
@@ -232,17 +279,97 @@ class Vault:
             lease: the run's lease, when it is held (`run.lease()`); without it a leased
                 run is refused with `LeaseHeld`.
         """
+        refuse_in_event_loop("vault.delete_run()", "await vault.adelete_run()")
         return self._backend.delete_run(
             run_id, lease_token=lease.token if lease is not None else None
         )
 
     def verify(self) -> VerifyReport:
         """Read and check every record and object; report damage instead of raising."""
+        refuse_in_event_loop("vault.verify()", "await vault.averify()")
         return verify(self._engine)
+
+    def watch(
+        self,
+        run_ids: Iterable[str] | None = None,
+        *,
+        prefix: str = "",
+        poll: float = DEFAULT_POLL,
+        timeout: float | None = None,
+    ) -> Watch:
+        """Follow runs: iterate over their new checkpoints as they commit.
+
+        Only checkpoints committed after this call are reported, oldest first within
+        each run (runs begun later included). Backends that notify (PostgreSQL, memory)
+        report a commit at once; the others are polled every `poll` seconds.
+
+        Args:
+            run_ids: the runs to follow; None follows every run starting with `prefix`.
+            prefix: with `run_ids` None, follow the runs whose ids start with it.
+            poll: seconds between looks (with notification: between safety looks).
+            timeout: end the iteration after this many seconds without a new
+                checkpoint; None: only `stop()`, `close()` or `break` end it.
+
+        Example:
+            >>> with vault.watch(prefix="order-", timeout=60) as feed:   # doctest: +SKIP
+            ...     for checkpoint in feed:
+            ...         print(checkpoint.run_id, checkpoint.seq, checkpoint.kind)
+        """
+        refuse_in_event_loop("vault.watch()", "vault.awatch() with `async for`")
+        return Watch(
+            self._engine, run_ids=_run_list(run_ids), prefix=prefix, poll=poll, timeout=timeout
+        )
 
     def close(self) -> None:
         """Release files, connections and locks. Further use raises `VaultClosedError`."""
+        refuse_in_event_loop("vault.close()", "await vault.aclose()")
         self._backend.close()
+
+    # -- the async API: the same calls, awaited ------------------------------------------
+    async def aruns(self, prefix: str = "") -> list[str]:
+        """`runs`, awaited."""
+        return await self._engine.offload(lambda: self.runs(prefix))
+
+    async def adelete_run(self, run_id: str, *, lease: Lease | None = None) -> bool:
+        """`delete_run`, awaited."""
+        return await self._engine.offload(lambda: self.delete_run(run_id, lease=lease))
+
+    async def averify(self) -> VerifyReport:
+        """`verify`, awaited."""
+        return await self._engine.offload(self.verify)
+
+    def awatch(
+        self,
+        run_ids: Iterable[str] | None = None,
+        *,
+        prefix: str = "",
+        poll: float = DEFAULT_POLL,
+        timeout: float | None = None,
+    ) -> AsyncWatch:
+        """`watch` for `async for` (a plain call: it reads nothing until iterated).
+
+        Example:
+            >>> async for checkpoint in vault.awatch(["order-42"], timeout=60):  # doctest: +SKIP
+            ...     print(checkpoint.seq)
+        """
+        return AsyncWatch(
+            self._engine, run_ids=_run_list(run_ids), prefix=prefix, poll=poll, timeout=timeout
+        )
+
+    async def aclose(self) -> None:
+        """`close`, awaited."""
+        await self._engine.offload(self.close)
+
+    async def __aenter__(self) -> Vault:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def __enter__(self) -> Vault:
         return self
@@ -254,3 +381,9 @@ class Vault:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _run_list(run_ids: Iterable[str] | None) -> list[str] | None:
+    if isinstance(run_ids, str):
+        return [run_ids]  # one id, not its characters
+    return None if run_ids is None else list(run_ids)

@@ -24,9 +24,9 @@ its successor, however late its write arrives. The decisions are made once, here
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from statevault.errors import InvalidRunIdError, LeaseHeld, LeaseLost
 
@@ -399,6 +399,24 @@ class NotifyingBackend(Backend, Protocol):
 
     def listen(self) -> ChangeListener:
         """Subscribe to commits and deletions of every run, from now on."""
+        ...
+
+
+_T = TypeVar("_T")
+
+
+@runtime_checkable
+class OffloadingBackend(Backend, Protocol):
+    """A backend that runs the async API's blocking calls its own way.
+
+    Without it, each `await run.asave(...)` runs the blocking call on a thread of the
+    event loop's default executor. A backend with a connection pool can size its
+    own executor to the pool, so calls queue for a thread rather than for a
+    connection while holding a thread.
+    """
+
+    async def offload(self, call: Callable[[], _T]) -> _T:
+        """Run the blocking `call` without blocking the event loop; return its result."""
         ...
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from statevault import paths
-from statevault.backends.base import Backend
+from statevault.backends.base import Backend, OffloadingBackend
 from statevault.codec.compression import Compression
 from statevault.codec.encoding import Codec
 from statevault.codec.envelope import Packed, pack
@@ -38,6 +38,8 @@ _CRASH_EARLY_OBJECTS = register(
 _CRASH_BEFORE_RECORD = register(
     "engine.commit.before_record", "a record is sealed; the backend has not been called"
 )
+
+T = TypeVar("T")
 
 INLINE_LIMIT = 4096
 """A root object up to this size is kept inside its checkpoint record: one row or
@@ -108,6 +110,16 @@ class Engine:
         self.compression = compression
         self.format_version = 2
         """The vault's format: 1 writes each state as one object, 2 as a tree."""
+        # Checked once: a runtime protocol check looks at every method of the protocol.
+        self._native_offload = isinstance(backend, OffloadingBackend)
+
+    async def offload(self, call: Callable[[], T]) -> T:
+        """Run a blocking call off the event loop (the async API's one way to do I/O)."""
+        if self._native_offload:
+            return await cast("OffloadingBackend", self.backend).offload(call)
+        import asyncio  # noqa: PLC0415 - loaded already: a loop is running
+
+        return await asyncio.to_thread(call)
 
     # -- reading -------------------------------------------------------------------------
     def head(self, run_id: str) -> tuple[Head, CheckpointRecord | None]:

@@ -17,9 +17,13 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from statevault.backends.base import Backend, LeaseGrant
 from statevault.errors import LeaseHeld, LeaseLost, StorageError, VaultClosedError
+
+if TYPE_CHECKING:
+    from statevault.engine.checkpoints import Engine
 
 RENEW_FRACTION = 1 / 3
 """A lease is renewed when this fraction of its ttl has passed: two renewals can fail
@@ -82,10 +86,7 @@ def acquire(
     Raises:
         LeaseHeld: someone else held it for all of `wait`.
     """
-    if wait is not None and not wait >= 0:
-        raise ValueError(f"wait must be a number of seconds >= 0, or None; got {wait!r}")
-    who = owner if owner is not None else default_owner()
-    retry = Retry.start(wait)
+    who, retry = _start(owner, wait)
     while True:
         try:
             grant = backend.acquire_lease(run_id, who, ttl)
@@ -94,6 +95,36 @@ def acquire(
             time.sleep(sleep)
             continue
         return Lease(backend, grant, ttl=ttl, renew=renew)
+
+
+async def aacquire(
+    engine: Engine,
+    run_id: str,
+    *,
+    owner: str | None,
+    ttl: float,
+    wait: float | None,
+    renew: bool,
+) -> Lease:
+    """`acquire` for the async API: attempts run off the loop, and waits do not block it."""
+    import asyncio  # noqa: PLC0415 - loaded already: a loop is running
+
+    backend = engine.backend
+    who, retry = _start(owner, wait)
+    while True:
+        try:
+            grant = await engine.offload(lambda: backend.acquire_lease(run_id, who, ttl))
+        except LeaseHeld as held:
+            sleep, retry = retry.next(held)
+            await asyncio.sleep(sleep)
+            continue
+        return Lease(backend, grant, ttl=ttl, renew=renew)
+
+
+def _start(owner: str | None, wait: float | None) -> tuple[str, Retry]:
+    if wait is not None and not wait >= 0:
+        raise ValueError(f"wait must be a number of seconds >= 0, or None; got {wait!r}")
+    return (owner if owner is not None else default_owner()), Retry.start(wait)
 
 
 class Lease:
