@@ -346,6 +346,14 @@ class TransactionError(StateVaultError, RuntimeError):
     """
 
 
+class SchemaDocumentError(StateVaultError, ValueError):
+    """A JSON Schema document the schema tools cannot read.
+
+    Raised for a document that is not a JSON object and for a `$ref` that points
+    nowhere or loops. The message names the document and the reference.
+    """
+
+
 def describe(value: Any) -> str:
     """A short description of a value for error messages: its type and a clipped repr."""
     text = repr(value)
