@@ -295,6 +295,15 @@ class DurabilityError(StorageError):
     """
 
 
+class DurabilityWarning(UserWarning):
+    """The store is set up so that acknowledged commits may not survive a crash.
+
+    Issued when a vault opens with `durability="fsync"` on a PostgreSQL server that runs
+    with `fsync` or `full_page_writes` off. Commits still work; ask the server's
+    administrator to turn the setting back on.
+    """
+
+
 class OpError(StateVaultError, ValueError):
     """A delta operation does not fit the state it is applied to.
 

@@ -79,16 +79,18 @@ def _backend_for(
             fileio=fileio,
         )
     if url.startswith(("postgresql://", "postgres://")):
-        raise ValueError(
-            "the PostgreSQL backend is not part of this statevault version yet; use a SQLite "
-            "path or files:///dir for now"
+        # Loaded on use: psycopg is an optional extra, and its import hints at the install.
+        from statevault.backends.postgres import PostgresBackend  # noqa: PLC0415
+
+        return PostgresBackend(
+            url, durability=durability, initial_meta=meta, timeout=timeout, create=create
         )
     scheme = _SCHEME.match(url)
     if scheme is not None and not os.path.exists(url):
         raise ValueError(
             f"unknown vault URL scheme {scheme.group(1)!r} in {url!r}: use a path or "
-            f"sqlite:///path (SQLite, the default), files:///dir (a directory of files) or "
-            f"memory://"
+            f"sqlite:///path (SQLite, the default), files:///dir (a directory of files), "
+            f"postgresql://user@host/db (PostgreSQL) or memory://"
         )
     # A bare path: a directory that already is a files vault opens as one; anything else
     # is a SQLite file, the embedded default.
@@ -125,14 +127,17 @@ def open(
 
     Args:
         url: a path or `sqlite:///path` (one SQLite file, the default),
-            `files:///dir` (a directory of files) or `memory://` (this process only).
+            `files:///dir` (a directory of files), `postgresql://user@host/db?schema=s`
+            (PostgreSQL; needs `pip install statevault[postgres]`) or `memory://` (this
+            process only).
         durability: "fsync" (default): a save that returned survives power loss.
             "process": it survives a crash of the process, not of the machine.
         compression: "zstd" (default), "lz4" (faster, larger) or "none".
         level: the compression level (zstd: 3 by default).
         unknown_types: "error" (default): loading a record of an unregistered class
             raises `UnknownTypeError`. "keep": it loads as a `statevault.UnknownRecord`.
-        timeout: seconds to wait for another process's write lock (SQLite).
+        timeout: seconds to wait for another process's write lock (SQLite), or for a
+            connection to the server, lost ones retried (PostgreSQL).
         create: when False, a location without a vault raises `NotAVaultError` and
             nothing is created (for tools that only read).
         policy: when a run's journal is folded into a state entry (`CheckpointPolicy`:

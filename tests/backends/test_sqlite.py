@@ -8,7 +8,8 @@ import sqlite3
 import pytest
 
 import statevault
-from statevault.backends.sqlite import SqliteBackend, _prefix_upper_bound
+from statevault.backends.base import prefix_upper_bound
+from statevault.backends.sqlite import SqliteBackend
 
 
 @pytest.mark.parametrize(("durability", "expected"), [("fsync", 2), ("process", 1)])
@@ -55,4 +56,4 @@ def test_write_lock_held_elsewhere_times_out_cleanly(tmp_path: pathlib.Path) -> 
     ],
 )
 def test_prefix_upper_bound(prefix: str, bound: str | None) -> None:
-    assert _prefix_upper_bound(prefix) == bound
+    assert prefix_upper_bound(prefix) == bound

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
+import pytest
+
+from postgres_support import drop_pg_schema, pg_schema_for, pg_url, require_postgres
 from statevault.backends.base import Backend
 from statevault.backends.files import FilesBackend
 from statevault.backends.memory import MemoryBackend
@@ -45,3 +48,28 @@ class TestMemoryVault(VaultConformance):
 
     def vault_url(self, location: pathlib.Path) -> str:
         return "memory://"
+
+
+@pytest.mark.postgres
+class TestPostgresBackend(BackendConformance):
+    @pytest.fixture
+    def location(self, tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
+        require_postgres()
+        location = tmp_path / "vault"
+        yield location
+        drop_pg_schema(pg_schema_for(str(location)))
+
+    def open_backend(self, location: pathlib.Path, *, initial_meta: Mapping[str, bytes]) -> Backend:
+        from statevault.backends.postgres import PostgresBackend  # noqa: PLC0415 - optional
+
+        return PostgresBackend(pg_url(pg_schema_for(str(location))), initial_meta=initial_meta)
+
+
+@pytest.mark.postgres
+class TestPostgresVault(VaultConformance):
+    @pytest.fixture
+    def url(self, pg_schema: str) -> str:
+        return pg_url(pg_schema)
+
+    def vault_url(self, location: pathlib.Path) -> str:
+        raise AssertionError("the url fixture gives each test a schema of its own")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
-from statevault.errors import InvalidRunIdError, LeaseHeld, LeaseLost
+from statevault.errors import InvalidRunIdError, LeaseHeld, LeaseLost, describe
 
 Durability = Literal["fsync", "process"]
 """`fsync`: a returned commit survives power loss. `process`: it survives a crash of
@@ -214,6 +214,41 @@ def check_next_seq(seq: int, expected_head: int) -> None:
         raise ValueError(f"expected_head must be an int >= 0; got {expected_head!r}")
     if seq != expected_head + 1:
         raise ValueError(f"seq must be expected_head + 1 ({expected_head + 1}); got {seq}")
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with `prefix`, if any.
+
+    SQL backends compare run ids bytewise as UTF-8 (SQLite's TEXT, PostgreSQL's "C"
+    collation), which orders like Python's code points, so `prefix <= id < bound` is an
+    index range scan.
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            nxt = last + 1
+            if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot appear in UTF-8
+                nxt = 0xE000
+            return "".join(chars) + chr(nxt)
+    return None
+
+
+def check_bytes(name: str, value: object) -> None:
+    """Raise TypeError unless `value` is bytes-like; backends check arguments before writing."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"{name} must be bytes; got {describe(value)}")
+
+
+def checked_objects(items: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`items` as a list of (digest, data) pairs of bytes, or TypeError."""
+    pairs = list(items)
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise TypeError(f"objects must be (digest, data) pairs; got {describe(pair)}")
+        check_bytes("an object digest", pair[0])
+        check_bytes("object data", pair[1])
+    return pairs
 
 
 @runtime_checkable

@@ -45,6 +45,7 @@ from statevault.backends.base import (
     Durability,
     LeaseGrant,
     StoredCheckpoint,
+    check_bytes,
     check_keep_through,
     check_lease_args,
     check_next_seq,
@@ -52,7 +53,9 @@ from statevault.backends.base import (
     check_token,
     check_ttl,
     check_write_lease,
+    checked_objects,
     grant_lease,
+    prefix_upper_bound,
     released_grant,
     renew_grant,
 )
@@ -64,7 +67,6 @@ from statevault.errors import (
     StorageError,
     VaultBusyError,
     VaultClosedError,
-    describe,
 )
 from statevault.faults import crash_point, register
 
@@ -117,23 +119,6 @@ _GROUP_MAX_BYTES = 64 << 20
 Without bounds a burst of large saves would build one transaction of gigabytes: its
 waiters would all wait for the slowest write, and the WAL would grow by all of it
 before the checkpointer could copy any of it back."""
-
-
-def _prefix_upper_bound(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with `prefix`, if any.
-
-    SQLite compares TEXT bytewise as UTF-8, which orders like Python's code points, so
-    `prefix <= id < bound` is an index range scan.
-    """
-    chars = list(prefix)
-    while chars:
-        last = ord(chars.pop())
-        if last < 0x10FFFF:
-            nxt = last + 1
-            if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot appear in UTF-8
-                nxt = 0xE000
-            return "".join(chars) + chr(nxt)
-    return None
 
 
 class SqliteBackend:
@@ -422,7 +407,7 @@ class SqliteBackend:
         self._pending_bytes += sum(len(data) for _, data in items)
 
     def put_objects(self, items: Sequence[tuple[bytes, bytes]]) -> None:
-        items = _checked_objects(items)
+        items = checked_objects(items)
         if not items:
             return
 
@@ -463,7 +448,7 @@ class SqliteBackend:
 
     # -- runs ---------------------------------------------------------------------------
     def list_runs(self, prefix: str = "") -> list[str]:
-        upper = _prefix_upper_bound(prefix)
+        upper = prefix_upper_bound(prefix)
         if upper is None:
             rows = self._read(
                 "SELECT DISTINCT run_id FROM statevault_checkpoints WHERE run_id >= ? "
@@ -501,10 +486,10 @@ class SqliteBackend:
             check_token(lease_token)
         # Arguments are checked here, on the caller's thread: a wrong type found while
         # binding it inside a group transaction would fail the group's other writes too.
-        _check_bytes("record", record)
+        check_bytes("record", record)
         if expected_record is not None:
-            _check_bytes("expected_record", expected_record)
-        objects = _checked_objects(objects)
+            check_bytes("expected_record", expected_record)
+        objects = checked_objects(objects)
 
         def apply(conn: sqlite3.Connection) -> None:
             self._apply_commit(
@@ -733,22 +718,6 @@ class SqliteBackend:
         self._checkpointer.stop()
         for conn in connections:
             conn.close()
-
-
-def _check_bytes(name: str, value: object) -> None:
-    if not isinstance(value, bytes | bytearray | memoryview):
-        raise TypeError(f"{name} must be bytes; got {describe(value)}")
-
-
-def _checked_objects(items: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """`items` as a list of (digest, data) pairs of bytes, or TypeError."""
-    pairs = list(items)
-    for pair in pairs:
-        if not (isinstance(pair, tuple) and len(pair) == 2):
-            raise TypeError(f"objects must be (digest, data) pairs; got {describe(pair)}")
-        _check_bytes("an object digest", pair[0])
-        _check_bytes("object data", pair[1])
-    return pairs
 
 
 _WriteState = Literal["queued", "lead", "running", "done"]
