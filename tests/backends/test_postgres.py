@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -109,10 +110,13 @@ def test_tables_live_in_the_schema_and_carry_a_layout_version(
     tables = _server(
         "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename", pg_schema
     )
-    assert tables == [
-        ("statevault_checkpoints",),
-        ("statevault_meta",),
-        ("statevault_objects",),
+    assert [name for (name,) in tables] == [
+        "statevault_checkpoints",
+        "statevault_leases",
+        "statevault_listeners",
+        "statevault_meta",
+        "statevault_objects",
+        "statevault_quarantine",
     ]
     assert backend.get_meta()[LAYOUT_KEY] == str(LAYOUT_VERSION).encode()
 
@@ -282,3 +286,128 @@ def test_a_writer_blocked_on_the_head_row_sees_the_delete(
         thread.join(timeout=30)
     assert len(outcome) == 1 and isinstance(outcome[0], statevault.ConflictError)
     assert [c.record for c in backend.read_checkpoints("r")] == [b"new-1"]
+
+
+def test_roll_back_waits_for_a_commit_in_flight_and_leaves_no_gap(
+    backend: PostgresBackend, pg_schema: str
+) -> None:
+    """A DELETE sees only rows committed when it starts: without locking the head first,
+    a commit in flight would leave its record behind, above a gap."""
+    for seq in (1, 2, 3):
+        backend.commit_checkpoint("r", seq, b"%d" % seq, expected_head=seq - 1)
+    table = f'"{pg_schema}".statevault_checkpoints'
+    with psycopg.connect(PG_DSN) as in_flight:  # a commit of seq 4, as the backend makes it
+        in_flight.execute(f"SELECT 1 FROM {table} WHERE run_id = 'r' AND seq = 3 FOR UPDATE")
+        in_flight.execute(f"INSERT INTO {table} VALUES ('r', 4, 'four')")
+        removed: list[list[int]] = []
+        thread = threading.Thread(
+            target=lambda: removed.append([c.seq for c in backend.roll_back("r", 1)])
+        )
+        thread.start()
+        time.sleep(0.3)
+        assert thread.is_alive(), "the roll back waits for the head row"
+        in_flight.commit()
+        thread.join(timeout=30)
+    assert removed == [[2, 3, 4]]
+    assert [c.seq for c in backend.read_checkpoints("r")] == [1]
+
+
+def test_a_commit_waits_for_a_lease_change_and_sees_the_new_token(
+    backend: PostgresBackend, pg_schema: str
+) -> None:
+    """Fencing under a row lock: a takeover in progress holds the lease row; a commit with
+    the old token waits for it and is then refused, never slipping in before it."""
+    grant = backend.acquire_lease("r", "old", 0.5)
+    time.sleep(0.6)
+    with psycopg.connect(PG_DSN) as takeover:
+        takeover.execute(
+            f'UPDATE "{pg_schema}".statevault_leases SET owner = %s, token = %s, '
+            "expires_at = extract(epoch FROM now()) + 30 WHERE run_id = 'r'",
+            ("new", grant.token + 1),
+        )
+        outcome: list[BaseException | None] = []
+
+        def stale_commit() -> None:
+            try:
+                backend.commit_checkpoint(
+                    "r", 1, b"stale", expected_head=0, lease_token=grant.token
+                )
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=stale_commit)
+        thread.start()
+        time.sleep(0.3)
+        assert thread.is_alive(), "the commit waits on the lease row"
+        takeover.commit()
+        thread.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], statevault.LeaseLost)
+    assert "later lease" in str(outcome[0])
+    assert backend.head("r") == 0
+
+
+def test_lease_times_come_from_the_server_clock(backend: PostgresBackend) -> None:
+    grant = backend.acquire_lease("r", "me", 60)
+    (server_now,) = _server("SELECT extract(epoch FROM clock_timestamp())::float8")[0]
+    assert abs(grant.expires_at - 60 - float(server_now)) < 5  # type: ignore[arg-type]
+
+
+# -- notification -----------------------------------------------------------------------
+def _raw_listener(channel: str) -> Any:
+    conn = psycopg.connect(PG_DSN, autocommit=True)
+    conn.execute(f'LISTEN "{channel}"')
+    return conn
+
+
+def _heard(conn: Any, timeout: float) -> list[str]:
+    """The payloads of what arrives within `timeout`, or until the first one."""
+    return [n.payload for n in conn.notifies(timeout=timeout, stop_after=1)]
+
+
+def test_commits_notify_only_while_someone_listens(backend: PostgresBackend) -> None:
+    channel = backend._sql.channel
+    with _raw_listener(channel) as raw:  # hears NOTIFYs, but is not registered
+        backend.commit_checkpoint("quiet", 1, b"x", expected_head=0)
+        assert _heard(raw, 0.3) == [], "no listener registered: no NOTIFY"
+        listener = backend.listen()
+        try:
+            backend.commit_checkpoint("loud", 1, b"x", expected_head=0)
+            assert _heard(raw, 5) == ["loud"]
+            assert listener.wait(5) is True
+            backend.delete_run("loud")
+            assert listener.wait(5) is True
+            assert backend.roll_back("quiet", 0)
+            assert listener.wait(5) is True
+            assert listener.wait(0.1) is False
+        finally:
+            listener.close()
+        assert set(_heard(raw, 1) + _heard(raw, 0.3)) == {"loud", "quiet"}
+        backend.commit_checkpoint("quiet", 1, b"y", expected_head=0)
+        assert _heard(raw, 0.3) == [], "the listener unregistered on close"
+
+
+def test_listener_survives_losing_its_connection(backend: PostgresBackend) -> None:
+    listener = backend.listen()
+    try:
+        _server(
+            "SELECT pg_terminate_backend(pid) FROM "
+            f"{backend._sql.listeners_table} WHERE pid <> pg_backend_pid()"
+        )
+        assert listener.wait(5) is True, "a lost connection may have lost notifications"
+        backend.commit_checkpoint("r", 1, b"x", expected_head=0)
+        assert listener.wait(5) is True
+    finally:
+        listener.close()
+
+
+def test_dead_listeners_are_forgotten(backend: PostgresBackend, pg_schema: str) -> None:
+    table = f'"{pg_schema}".statevault_listeners'
+    _server(f"INSERT INTO {table} (pid) VALUES (2147483000)")  # no such server process
+    listener = backend.listen()
+    try:
+        pids = [pid for (pid,) in _server(f"SELECT pid FROM {table}")]
+        assert 2147483000 not in pids and len(pids) == 1
+    finally:
+        listener.close()
+    assert _server(f"SELECT pid FROM {table}") == []
