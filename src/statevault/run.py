@@ -25,7 +25,7 @@ from statevault.engine.journal import (
 )
 from statevault.engine.leases import Lease, aacquire, acquire
 from statevault.engine.records import open_record
-from statevault.errors import CheckpointNotFound, ConflictError, RunNotFound
+from statevault.errors import CheckpointNotFound, ConflictError, LeaseError, RunNotFound
 from statevault.faults import crash_point, register
 from statevault.tree.lazy import LazyState
 from statevault.tree.read import PathReader
@@ -386,9 +386,11 @@ class Run:
         checkpoint = self._engine.checkpoint(record, head.record_hash)
         if self._since.due(self._policy):
             crash_point(_CRASH_BEFORE_FOLD)
-            # Another writer may have moved on: the fold is only an optimization, so a
-            # conflict skips it (this handle's next commit conflicts too and reloads).
-            with suppress(ConflictError):
+            # Another writer may have moved on, or this handle's lease lapsed: the fold
+            # is only an optimization, and the delta is committed already, so its caller
+            # must not hear of a failure (it would retry, and the change would land
+            # twice). The handle's next commit meets the same refusal and says so.
+            with suppress(ConflictError, LeaseError):
                 self._commit_state(self._cache, meta=None, kind=KIND_FOLD)
         return checkpoint
 
