@@ -232,6 +232,8 @@ def _type_notes(node: Mapping[str, Any]) -> list[str]:
         notes.append(f"format: {node['format']}")
     if node.get("contentEncoding") == "base64":
         notes.append("bytes, base64-encoded")
+    if node.get("uniqueItems") is True:
+        notes.append("unique items")
     for word in _NOTED:
         if word in node:
             notes.append(f"{word}: {json.dumps(node[word])}")
