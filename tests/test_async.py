@@ -29,6 +29,7 @@ def test_async_round_trip(vault_url: str) -> None:
             assert await run.aload(at=first.seq) == {"step": 1, "items": ["a"]}
             assert await vault.aruns() == ["order-42"]
             assert (await vault.averify()).ok
+            assert (await vault.arepair()).ok
             result: dict[str, Any] = await run.aload()
             assert await vault.adelete_run("order-42") is True
             return result
@@ -117,6 +118,7 @@ def test_blocking_calls_on_the_loop_are_refused(vault_url: str) -> None:
             (lambda: run.lease().__enter__(), "async with run.alease()"),
             (vault.runs, "await vault.aruns()"),
             (vault.verify, "await vault.averify()"),
+            (vault.repair, "await vault.arepair()"),
             (vault.watch, "vault.awatch()"),
             (vault.close, "await vault.aclose()"),
         ]

@@ -21,7 +21,8 @@ from statevault.codec.registry import GLOBAL_REGISTRY
 from statevault.engine.checkpoints import Checkpoint
 from statevault.engine.journal import CheckpointPolicy
 from statevault.engine.leases import Lease
-from statevault.engine.verify import Problem, VerifyReport
+from statevault.engine.repair import QuarantinedItem, RepairReport, RolledBack
+from statevault.engine.verify import Problem, RunDamage, VerifyReport
 from statevault.engine.watch import AsyncWatch, Watch
 from statevault.errors import (
     BlockingCallError,
@@ -86,7 +87,11 @@ __all__ = [
     "LeaseLost",
     "NotAVaultError",
     "Problem",
+    "QuarantinedItem",
+    "RepairReport",
+    "RolledBack",
     "Run",
+    "RunDamage",
     "RunNotFound",
     "SerializationError",
     "StateVaultError",

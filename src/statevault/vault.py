@@ -16,6 +16,7 @@ from statevault.backends.base import (
     Backend,
     Capabilities,
     Durability,
+    check_run_id,
     initial_meta,
 )
 from statevault.backends.fsio import FileIO
@@ -28,6 +29,7 @@ from statevault.engine.aio import refuse_in_event_loop
 from statevault.engine.checkpoints import Engine
 from statevault.engine.journal import CheckpointPolicy
 from statevault.engine.leases import Lease
+from statevault.engine.repair import QuarantinedItem, RepairReport, quarantined, repair
 from statevault.engine.verify import VerifyReport, verify
 from statevault.engine.watch import DEFAULT_POLL, AsyncWatch, Watch
 from statevault.errors import CorruptionError, NotAVaultError, UnsupportedFormatError
@@ -290,7 +292,13 @@ class Vault:
         )
 
     def verify(self) -> VerifyReport:
-        """Read and check every record and object; report damage instead of raising."""
+        """Read and check every record and object; report damage instead of raising.
+
+        Example:
+            >>> report = vault.verify()                       # doctest: +SKIP
+            >>> for problem in report.problems:               # doctest: +SKIP
+            ...     print(problem)  # where, what, and what it costs
+        """
         refuse_in_event_loop("vault.verify()", "await vault.averify()")
         return verify(self._engine)
 
@@ -325,6 +333,37 @@ class Vault:
             self._engine, run_ids=_run_list(run_ids), prefix=prefix, poll=poll, timeout=timeout
         )
 
+    def repair(self, run: str | None = None, *, dry_run: bool = False) -> RepairReport:
+        """Roll damaged runs back to their newest fully verified checkpoint.
+
+        Nothing is deleted: the records a roll-back removes, and every object that
+        fails its checks, are moved to the vault's quarantine area (`quarantined()`).
+        Safe to run again, also after a crash in the middle; on a vault that verifies
+        it changes nothing. Stop the run's writers first: a commit made on top of a
+        damaged checkpoint while the repair runs is set aside with it.
+
+        Args:
+            run: repair only this run (and the damaged objects its checkpoints use).
+            dry_run: change nothing; report what a repair would do.
+
+        Returns:
+            What was found, what was rolled back (run by run, the seqs lost), what was
+            quarantined, and what `verify` still finds afterwards.
+
+        Example:
+            >>> report = vault.repair(dry_run=True)            # doctest: +SKIP
+            >>> [(r.run_id, r.lost) for r in report.rolled_back]  # doctest: +SKIP
+            [('order-42', [17, 18])]
+        """
+        refuse_in_event_loop("vault.repair()", "await vault.arepair()")
+        if run is not None:
+            check_run_id(run)
+        return repair(self._engine, run_id=run, dry_run=dry_run)
+
+    def quarantined(self) -> list[QuarantinedItem]:
+        """What repairs moved aside: damaged objects, and records removed from runs."""
+        return quarantined(self._engine)
+
     def close(self) -> None:
         """Release files, connections and locks. Further use raises `VaultClosedError`."""
         refuse_in_event_loop("vault.close()", "await vault.aclose()")
@@ -342,6 +381,10 @@ class Vault:
     async def averify(self) -> VerifyReport:
         """`verify`, awaited."""
         return await self._engine.offload(self.verify)
+
+    async def arepair(self, run: str | None = None, *, dry_run: bool = False) -> RepairReport:
+        """`repair`, awaited."""
+        return await self._engine.offload(lambda: self.repair(run, dry_run=dry_run))
 
     def awatch(
         self,

@@ -1,8 +1,10 @@
-"""The `statevault` command: look inside a vault, check it, and watch a crash-and-resume demo.
+"""The `statevault` command: look inside a vault, check and repair it, and watch a
+crash-and-resume demo.
 
 Read commands (`runs`, `log`, `show`, `verify`) never create or change a vault; they
 open it with `unknown_types="keep"`, so state written by code that is not importable
-here still shows, its records under their stored type names.
+here still shows, its records under their stored type names. `repair` opens a vault the
+same way and changes it only as `Vault.repair` does.
 """
 
 from __future__ import annotations
@@ -309,16 +311,7 @@ def verify(path: VaultArg, *, json: JsonOpt = False) -> None:
                 "objects": report.objects,
                 "bytes_read": report.bytes_read,
                 "unreferenced_objects": report.unreferenced_objects,
-                "problems": [
-                    {
-                        "kind": p.kind,
-                        "message": p.message,
-                        "run_id": p.run_id,
-                        "seq": p.seq,
-                        "digest": p.digest,
-                    }
-                    for p in report.problems
-                ],
+                "problems": [_problem_json(p) for p in report.problems],
             }
         )
     else:
@@ -344,12 +337,133 @@ def verify(path: VaultArg, *, json: JsonOpt = False) -> None:
         else:
             count = len(report.problems)
             console.print(Text(f"✗ {_count(count, 'problem')} found:", style="bold red"))
-            for problem in report.problems:
-                line = Text(f"  [{problem.kind}] ", style="red")
-                line.append(str(problem))
-                console.print(line, soft_wrap=True)
+            _print_problems(report.problems)
     if not report.ok:
         raise typer.Exit(EXIT_DAMAGE)
+
+
+def _problem_json(problem: statevault.Problem) -> dict[str, Any]:
+    return {
+        "kind": problem.kind,
+        "message": problem.message,
+        "run_id": problem.run_id,
+        "seq": problem.seq,
+        "digest": problem.digest,
+        "consequence": problem.consequence,
+    }
+
+
+def _print_problems(problems: list[statevault.Problem]) -> None:
+    from rich.text import Text  # noqa: PLC0415
+
+    console = stdout()
+    for problem in problems:
+        line = Text(f"  [{problem.kind}] ", style="red")
+        line.append(str(problem))
+        console.print(line, soft_wrap=True)
+
+
+def _seq_list(seqs: list[int]) -> str:
+    """`4-9` for a contiguous list, else the seqs with commas."""
+    if len(seqs) > 1 and seqs == list(range(seqs[0], seqs[-1] + 1)):
+        return f"{seqs[0]}-{seqs[-1]}"
+    return ", ".join(map(str, seqs))
+
+
+@app.command()
+def repair(
+    path: VaultArg,
+    *,
+    run: Annotated[
+        str | None,
+        typer.Option("--run", metavar="RUN", help="Repair only this run.", show_default=False),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Change nothing; show what would be done.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Roll damaged runs back to their newest verified checkpoint; quarantine damaged
+    objects. Nothing is deleted. Exit 1 if damage remains (or, with --dry-run, is found)."""
+    # Opened as the read commands open it (never created, unknown types kept): what
+    # repair writes is made of stored bytes only.
+    with clean_errors(path), open_for_reading(path) as vault:
+        report = vault.repair(run, dry_run=dry_run)
+        location = vault.location
+    if json:
+        _write_json(
+            {
+                "vault": location,
+                "dry_run": report.dry_run,
+                "ok": report.ok,
+                "problems": [_problem_json(p) for p in report.problems],
+                "rolled_back": [
+                    {
+                        "run_id": r.run_id,
+                        "head": r.head,
+                        "kept_through": r.kept_through,
+                        "lost": r.lost,
+                        "reason": r.reason,
+                    }
+                    for r in report.rolled_back
+                ],
+                "quarantined_objects": report.quarantined_objects,
+                "records_set_aside": report.records_set_aside,
+                "unrepaired": [_problem_json(p) for p in report.unrepaired],
+                "remaining": [_problem_json(p) for p in report.remaining],
+            }
+        )
+    else:
+        _print_repair(location, report)
+    if not report.ok or (dry_run and report.problems):
+        raise typer.Exit(EXIT_DAMAGE)
+
+
+def _print_repair(location: str, report: statevault.RepairReport) -> None:
+    from rich.text import Text  # noqa: PLC0415
+
+    console = stdout()
+    if not report.problems:
+        console.print(f"Checked {location}: nothing to repair.", markup=False, soft_wrap=True)
+        console.print(Text("✓ no damage found", style="bold green"))
+        return
+    console.print(
+        f"Checked {location}: {_count(len(report.problems), 'problem')} found:",
+        markup=False,
+        soft_wrap=True,
+    )
+    _print_problems(report.problems)
+    would = "would be " if report.dry_run else ""
+    for rolled in report.rolled_back:
+        if rolled.kept_through:
+            what = f"rolled back from checkpoint {rolled.head} to {rolled.kept_through}"
+        else:
+            what = f"removed whole (no checkpoint verifies; it had {rolled.head})"
+        console.print(
+            f"run {rolled.run_id!r} {would}{what}: checkpoints {_seq_list(rolled.lost)} "
+            f"{would or 'are '}lost (set aside in quarantine)",
+            markup=False,
+            soft_wrap=True,
+        )
+    if report.quarantined_objects:
+        console.print(
+            f"{_count(len(report.quarantined_objects), 'damaged object')} {would or ''}"
+            f"moved to quarantine: " + ", ".join(short(d) for d in report.quarantined_objects),
+            markup=False,
+            soft_wrap=True,
+        )
+    if report.unrepaired:
+        console.print(Text("Not repaired:", style="bold red"))
+        _print_problems(report.unrepaired)
+    if report.dry_run:
+        console.print("Dry run: nothing was changed.", style="dim", markup=False)
+    elif report.ok:
+        console.print(Text("✓ repaired: the vault verifies", style="bold green"))
+    if report.remaining and not report.dry_run:
+        console.print(
+            Text(f"✗ {_count(len(report.remaining), 'problem')} remain:", style="bold red")
+        )
+        _print_problems(report.remaining)
 
 
 @app.command()
