@@ -1,4 +1,4 @@
-"""SchemaDocument: references, structural equality, type names, and value checks."""
+"""SchemaReader: references, structural equality, type names, and value checks."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from proposals import schema_of
 
-from statevault.schema_tools.document import SchemaDocument
+from statevault.schema_tools.document import SchemaReader
 
 
 class Inner(msgspec.Struct):
@@ -33,7 +33,7 @@ class Outer(msgspec.Struct):
 
 
 def test_type_names_read_like_python() -> None:
-    doc = SchemaDocument(schema_of(Outer))
+    doc = SchemaReader(schema_of(Outer))
     _, outer = doc.resolve(doc.root)
     assert isinstance(outer, dict)
     names = {field: doc.type_name(node) for field, node in outer["properties"].items()}
@@ -51,7 +51,7 @@ def test_type_names_read_like_python() -> None:
 
 
 def test_canonical_ignores_annotations_and_order_but_not_constraints() -> None:
-    a = SchemaDocument(
+    a = SchemaReader(
         {
             "title": "A",
             "type": "object",
@@ -59,14 +59,14 @@ def test_canonical_ignores_annotations_and_order_but_not_constraints() -> None:
             "required": ["x", "y"],
         }
     )
-    b = SchemaDocument(
+    b = SchemaReader(
         {
             "type": "object",
             "properties": {"y": {"enum": [2, 1], "default": 1}, "x": {"type": "integer"}},
             "required": ["y", "x"],
         }
     )
-    c = SchemaDocument(
+    c = SchemaReader(
         {
             "type": "object",
             "properties": {"x": {"type": "integer", "minimum": 0}, "y": {"enum": [1, 2]}},
@@ -78,8 +78,8 @@ def test_canonical_ignores_annotations_and_order_but_not_constraints() -> None:
 
 
 def test_recursive_references_compare_by_shape_not_name() -> None:
-    def tree(name: str, leaf: str) -> SchemaDocument:
-        return SchemaDocument(
+    def tree(name: str, leaf: str) -> SchemaReader:
+        return SchemaReader(
             {
                 "$ref": f"#/$defs/{name}",
                 "$defs": {
@@ -138,7 +138,7 @@ def test_recursive_references_compare_by_shape_not_name() -> None:
     ],
 )
 def test_fits(schema: dict[str, Any], fits: list[Any], misfits: list[Any]) -> None:
-    doc = SchemaDocument(schema)
+    doc = SchemaReader(schema)
     assert [doc.fits(v, doc.root) for v in fits] == [True] * len(fits)
     assert [doc.fits(v, doc.root) for v in misfits] == [False] * len(misfits)
 
@@ -146,7 +146,7 @@ def test_fits(schema: dict[str, Any], fits: list[Any], misfits: list[Any]) -> No
 @settings(max_examples=100, deadline=None)
 @given(st.from_type(Inner) | st.builds(Inner, a=st.integers()))
 def test_values_msgspec_accepts_fit_their_schema(value: Inner) -> None:
-    doc = SchemaDocument(schema_of(Inner))
+    doc = SchemaReader(schema_of(Inner))
     assert doc.fits(msgspec.to_builtins(value), doc.root)
 
 
@@ -171,7 +171,7 @@ PLAIN = st.recursive(
 @given(PLAIN)
 def test_fits_agrees_with_msgspec(value: Any) -> None:
     """Whatever the value, `fits` says yes exactly when msgspec converts it."""
-    doc = SchemaDocument(schema_of(Loose))
+    doc = SchemaReader(schema_of(Loose))
     try:
         msgspec.convert(value, Loose)
         accepted = True

@@ -18,7 +18,7 @@ from typing import Any
 from statevault.schema_tools.document import (
     ROOT_KEY,
     Node,
-    SchemaDocument,
+    SchemaReader,
     is_null,
     is_record,
     python_literal,
@@ -316,8 +316,8 @@ def diff_schemas(
         'int -> float'
     """
     differ = _Differ(
-        SchemaDocument(old, label="old schema"),
-        SchemaDocument(new, label="new schema"),
+        SchemaReader(old, label="old schema"),
+        SchemaReader(new, label="new schema"),
         stored_values or {},
     )
     return differ.run()
@@ -326,8 +326,8 @@ def diff_schemas(
 class _Differ:
     def __init__(
         self,
-        old: SchemaDocument,
-        new: SchemaDocument,
+        old: SchemaReader,
+        new: SchemaReader,
         stored_values: Mapping[str, Iterable[Any]],
     ) -> None:
         self.old = old
@@ -706,7 +706,7 @@ def _unless_none(inner: Conversion) -> Conversion:
     return inner if isinstance(inner, Unchanged | Undecided) else UnlessNone(inner)
 
 
-def _record_name(document: SchemaDocument, key: str | None, node: Node) -> str:
+def _record_name(document: SchemaReader, key: str | None, node: Node) -> str:
     if key is None and node is document.root:
         key = ROOT_KEY
     return document.name_of(key, node)
@@ -749,7 +749,7 @@ def collect_field_values(
     Returns:
         Distinct values per `"Record.field"`.
     """
-    document = SchemaDocument(schema, label="stored schema")
+    document = SchemaReader(schema, label="stored schema")
     found: dict[str, dict[str, Any]] = {}
 
     def walk(value: Any, node: Node, depth: int) -> None:

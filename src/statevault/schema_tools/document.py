@@ -58,7 +58,7 @@ _FORMAT_NAMES = {
 }
 
 
-class SchemaDocument:
+class SchemaReader:
     """One JSON Schema document, resolving its local `$ref`s.
 
     Args:
@@ -167,7 +167,7 @@ class SchemaDocument:
                 out[word] = value
         return out
 
-    def same_type(self, node: Node, other_doc: SchemaDocument, other: Node) -> bool:
+    def same_type(self, node: Node, other_doc: SchemaReader, other: Node) -> bool:
         """Whether `node` here and `other` in `other_doc` accept the same values."""
         return bool(self.canonical(node) == other_doc.canonical(other))
 

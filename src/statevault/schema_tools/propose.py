@@ -124,7 +124,7 @@ class _Writer:
         paragraphs = [
             f"Migration of schema {self.name!r} from version {self.from_version} to "
             f"{self.to_version}, proposed by statevault.",
-            f"Written by `statevault schema diff` from the JSON Schema stored for version "
+            f"Written by statevault from the JSON Schema stored for version "
             f"{self.from_version} and the code's type for version {self.to_version}. Read every "
             f"step before relying on it; import this module where schemas are registered.",
         ]
@@ -195,7 +195,9 @@ class _Writer:
 
     def _record_steps(self, record: RecordDiff, target: str) -> list[str]:
         lines: list[str] = []
-        for change in record.changes:
+        # Removals come last, so a step a person writes for a new field can still read
+        # the old fields it is derived from.
+        for change in sorted(record.changes, key=lambda c: _STEP_ORDER[type(c)]):
             step = self._change_steps(record, change, target)
             if lines and step:
                 lines.append("")
@@ -250,7 +252,8 @@ class _Writer:
         self.uses_todo = True
         return [
             *_comment(
-                f"{TODO_MARK}: {what} is required and has no default. Set it, e.g. "
+                f"{TODO_MARK}: {_show(change.field)} ({change.type_name}) is new, required "
+                f"and has no default. Set it, e.g. "
                 f"`{target}[{_literal(change.field)}] = ...` from the old fields, then "
                 f"delete the _todo line.",
                 indent=4,
@@ -344,6 +347,14 @@ class _Writer:
             return f"None if {source} is None else {inner}"
         raise AssertionError(f"undecided conversions are written as TODOs: {conversion!r}")
 
+
+_STEP_ORDER: dict[type, int] = {
+    LikelyRename: 0,
+    FieldRetyped: 1,
+    FieldNowRequired: 2,
+    FieldAdded: 3,
+    FieldRemoved: 4,
+}
 
 _IMPORTS = """from __future__ import annotations
 

@@ -15,7 +15,7 @@ from typing import Any
 from statevault.schema_tools.document import (
     ROOT_KEY,
     Node,
-    SchemaDocument,
+    SchemaReader,
     is_record,
     union_members,
 )
@@ -67,11 +67,11 @@ def to_typescript(json_schema: Mapping[str, Any], name: str, *, version: int | N
           n: number;
         }
     """
-    return _Writer(SchemaDocument(json_schema, label=f"schema {name!r}"), name, version).source()
+    return _Writer(SchemaReader(json_schema, label=f"schema {name!r}"), name, version).source()
 
 
 class _Writer:
-    def __init__(self, document: SchemaDocument, name: str, version: int | None) -> None:
+    def __init__(self, document: SchemaReader, name: str, version: int | None) -> None:
         self.document = document
         self.name = name
         self.version = version
