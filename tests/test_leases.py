@@ -156,7 +156,9 @@ _HOLDER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("backend_kind", ["sqlite", "files"])
+@pytest.mark.parametrize(
+    "backend_kind", ["sqlite", "files", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_crashed_holder_lease_expires(vault_url: str) -> None:
     """A SIGKILLed holder needs no unlock: its lease ends after ttl and the run moves on."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 from typing import Any
 
 from statevault import ops
+from statevault.backends.base import LeaseGrant
 from statevault.codec.encoding import UnknownRecord
 from statevault.codec.registry import GLOBAL_REGISTRY
 from statevault.engine.checkpoints import Checkpoint
@@ -83,6 +84,7 @@ __all__ = [
     "LazyState",
     "Lease",
     "LeaseError",
+    "LeaseGrant",
     "LeaseHeld",
     "LeaseLost",
     "NotAVaultError",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from statevault import ops as ops_module
 from statevault import paths
-from statevault.backends.base import check_run_id, check_write_lease
+from statevault.backends.base import LeaseGrant, check_run_id, check_write_lease
 from statevault.engine.aio import ThreadedContext, in_event_loop, refuse_in_event_loop
 from statevault.engine.checkpoints import NO_HEAD, Checkpoint, Engine, Head
 from statevault.engine.journal import (
@@ -225,6 +225,15 @@ class Run:
         )
         with self._holding(lease):
             yield lease
+
+    def current_lease(self) -> LeaseGrant | None:
+        """The run's lease if one is in force now (whoever holds it), else None.
+
+        For showing who owns a run; to own it, use `lease()`.
+        """
+        refuse_in_event_loop("run.current_lease()", "await run.acurrent_lease()")
+        stored = self._engine.backend.read_lease(self._id)
+        return stored if stored is not None and stored.held_at(time.time()) else None
 
     def _check_lease_current(self) -> None:
         """Raise `LeaseLost` if this handle holds a lease that is no longer current.
@@ -651,6 +660,10 @@ class Run:
     async def acheckpoint_at(self, seq: int) -> Checkpoint:
         """`checkpoint_at`, awaited."""
         return await self._engine.offload(lambda: self.checkpoint_at(seq))
+
+    async def acurrent_lease(self) -> LeaseGrant | None:
+        """`current_lease`, awaited."""
+        return await self._engine.offload(self.current_lease)
 
     async def ahead(self) -> Checkpoint | None:
         """`head`, awaited."""

@@ -148,6 +148,18 @@ def test_log_limit(vault_path: pathlib.Path) -> None:
     assert invoke("log", str(vault_path), "order-42", "--limit", "0").exit_code == 2
 
 
+def test_log_shows_the_lease_in_force(vault_path: pathlib.Path) -> None:
+    with statevault.open(vault_path) as vault, vault.run("order-42").lease(owner="w-7") as lease:
+        text = invoke("log", str(vault_path), "order-42")
+        data = json.loads(invoke("log", str(vault_path), "order-42", "--json").stdout)
+    assert "leased by 'w-7'" in text.stdout
+    assert f"fencing token {lease.token}" in text.stdout
+    assert data["lease"] == {"owner": "w-7", "token": lease.token, "expires_at": lease.expires_at}
+    after = json.loads(invoke("log", str(vault_path), "order-42", "--json").stdout)
+    assert after["lease"] is None
+    assert "leased by" not in invoke("log", str(vault_path), "order-42").stdout
+
+
 def test_log_unknown_run(vault_path: pathlib.Path) -> None:
     message = assert_clean_error(invoke("log", str(vault_path), "nope"), 2)
     assert "nope" in message

@@ -949,13 +949,17 @@ class FilesBackend:
             check_token(token)
         check_write_lease(run_id, self._stored_lease(name, run_id), token=token, now=time.time())
 
-    def _store_lease(self, name: str, grant: LeaseGrant) -> None:
-        """Replace the lease file, durably (run lock held).
+    def _store_lease(self, name: str, grant: LeaseGrant, *, new_token: bool) -> None:
+        """Replace the lease file whole (run lock held).
 
-        Durable before it returns, renewals and releases too: a grant lost in a crash
-        would let its token be granted again, and two holders with one token defeat
-        the fencing. `leases/` is made by the first lease, not at open: opening a vault
-        that never used leases must not need to write.
+        The new file's bytes are always fsynced before its rename, so a crash leaves the
+        old file or the new one, never a torn one. A grant with a new token is durable
+        before it returns (the directory is fsynced too): a grant lost in a crash would
+        let its token be granted again, and two holders with one token defeat fencing.
+        A renewal or a release skips the directory fsync, since losing one is safe: the
+        lease then ends at its earlier expiry, after which fencing refuses its holder.
+        `leases/` is made by the first lease, not at open: opening a vault that never
+        used leases must not need to write.
         """
         if not self._leases_ready:
             # Fsynced even if another process made it: its fsync may not have run yet,
@@ -963,7 +967,9 @@ class FilesBackend:
             self._io.mkdir(self._leases, sync_parent=False)
             self._io.fsync_dir(self._root)
             self._leases_ready = True
-        self._io.write_atomic(self._lease_path(name), encode_lease(grant), temp_dir=self._tmp)
+        self._io.write_atomic(
+            self._lease_path(name), encode_lease(grant), sync_dir=new_token, temp_dir=self._tmp
+        )
 
     def acquire_lease(self, run_id: str, owner: str, ttl: float) -> LeaseGrant:
         name = run_dir_name(check_run_id(run_id))
@@ -971,7 +977,7 @@ class FilesBackend:
         with self._op("acquire a lease"), self._run_lock(name):
             stored = self._stored_lease(name, run_id)
             grant = grant_lease(run_id, stored, owner=owner, ttl=ttl, now=time.time())
-            self._store_lease(name, grant)
+            self._store_lease(name, grant, new_token=True)
             return grant
 
     def renew_lease(self, run_id: str, token: int, ttl: float) -> LeaseGrant:
@@ -981,7 +987,7 @@ class FilesBackend:
         with self._op("renew a lease"), self._run_lock(name):
             stored = self._stored_lease(name, run_id)
             grant = renew_grant(run_id, stored, token=token, ttl=ttl, now=time.time())
-            self._store_lease(name, grant)
+            self._store_lease(name, grant, new_token=False)
             return grant
 
     def release_lease(self, run_id: str, token: int) -> None:
@@ -992,7 +998,7 @@ class FilesBackend:
                 self._stored_lease(name, run_id), token=token, now=time.time()
             )
             if released is not None:
-                self._store_lease(name, released)
+                self._store_lease(name, released, new_token=False)
 
     def read_lease(self, run_id: str) -> LeaseGrant | None:
         name = run_dir_name(check_run_id(run_id))

@@ -195,12 +195,16 @@ def log(
         history = handle.checkpoints(limit=limit)
         if not history:
             raise statevault.RunNotFound(run)
+        lease = handle.current_lease()
         location = vault.location
     if json:
         _write_json(
             {
                 "vault": location,
                 "run_id": run,
+                "lease": None
+                if lease is None
+                else {"owner": lease.owner, "token": lease.token, "expires_at": lease.expires_at},
                 "checkpoints": [_checkpoint_json(c) for c in history],
             }
         )
@@ -229,6 +233,13 @@ def log(
             _meta_text(ckpt.meta),
         )
     stdout().print(table)
+    if lease is not None:
+        until = dt.datetime.fromtimestamp(lease.expires_at, tz=dt.UTC)
+        stdout().print(
+            f"leased by {lease.owner!r} (fencing token {lease.token}) until "
+            f"{_time(until)} UTC unless renewed; other writers are refused meanwhile",
+            soft_wrap=True,
+        )
 
 
 @app.command()
