@@ -180,6 +180,12 @@ def _worker(ack_fd: int, request: dict[str, Any]) -> None:
     workload = Workload(request["seed"], huge_every=request["huge_every"])
     url = request["url"]
     policy = statevault.CheckpointPolicy(records=POLICY_RECORDS)
+    if request["mode"] == "repair":
+        with statevault.open(url) as vault:
+            os.write(ack_fd, b"R\n")
+            vault.repair()
+        os.write(ack_fd, b"D\n")
+        return
     if request["mode"] == "recover":
         os.write(ack_fd, b"R\n")  # before open: opening is the recovery under test
         with statevault.open(url, policy=policy) as vault:
@@ -303,8 +309,8 @@ class ForkServer:
         self,
         url: str,
         *,
-        seed: int,
-        huge_every: int,
+        seed: int = 0,
+        huge_every: int = 1,
         mode: str = "workload",
         start: int = 0,
         count: int = 0,
