@@ -13,7 +13,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from statevault import ops
 from statevault.backends.base import LeaseGrant
@@ -36,8 +37,11 @@ from statevault.errors import (
     LeaseError,
     LeaseHeld,
     LeaseLost,
+    MigrationError,
     NotAVaultError,
     RunNotFound,
+    SchemaError,
+    SchemaValidationError,
     SerializationError,
     StateVaultError,
     StorageError,
@@ -48,6 +52,9 @@ from statevault.errors import (
 )
 from statevault.paths import lookup
 from statevault.run import Run
+from statevault.schema.documents import SchemaDocument
+from statevault.schema.registry import GLOBAL_SCHEMAS, MigrationFunction
+from statevault.schema.types import Schema
 from statevault.tree.lazy import LazyState
 from statevault.vault import FORMAT_VERSION, Vault, open, open_async
 
@@ -69,6 +76,44 @@ def register(cls: type[Any], *, name: str | None = None) -> type[Any]:
     return GLOBAL_REGISTRY.register(cls, name=name)
 
 
+_T = TypeVar("_T", bound=type[Any])
+_F = TypeVar("_F", bound=MigrationFunction)
+
+
+def schema(name: str, cls: _T, /, *, version: int) -> _T:
+    """Register `cls` as version `version` of schema `name`, for every vault.
+
+    Meant for import time, in the module that defines the types: a vault opened
+    later (also by `statevault migrate --module`) finds it. `vault.schema` registers
+    for one vault, and checks at once that the vault stored no other shape under the
+    same version; module-level schemas are checked when a run is opened with them.
+
+    Example:
+        >>> statevault.schema("order", OrderV3, version=3)     # doctest: +SKIP
+    """
+    GLOBAL_SCHEMAS.add(name, cls, version)
+    return cls
+
+
+def migration(name: str, source: int, target: int) -> Callable[[_F], _F]:
+    """Register a migration of schema `name` from `source` to `target`, for every vault.
+
+    See `Vault.migration`.
+
+    Example:
+        >>> @statevault.migration("order", 2, 3)              # doctest: +SKIP
+        ... def cents(state: dict) -> dict:
+        ...     state["total_cents"] = round(state.pop("total") * 100)
+        ...     return state
+    """
+
+    def decorate(function: _F) -> _F:
+        GLOBAL_SCHEMAS.add_migration(name, source, target, function)
+        return function
+
+    return decorate
+
+
 __all__ = [
     "FORMAT_VERSION",
     "AsyncWatch",
@@ -87,6 +132,7 @@ __all__ = [
     "LeaseGrant",
     "LeaseHeld",
     "LeaseLost",
+    "MigrationError",
     "NotAVaultError",
     "Problem",
     "QuarantinedItem",
@@ -95,6 +141,10 @@ __all__ = [
     "Run",
     "RunDamage",
     "RunNotFound",
+    "Schema",
+    "SchemaDocument",
+    "SchemaError",
+    "SchemaValidationError",
     "SerializationError",
     "StateVaultError",
     "StorageError",
@@ -108,8 +158,10 @@ __all__ = [
     "Watch",
     "__version__",
     "lookup",
+    "migration",
     "open",
     "open_async",
     "ops",
     "register",
+    "schema",
 ]

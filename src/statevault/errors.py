@@ -363,6 +363,161 @@ class SchemaDocumentError(StateVaultError, ValueError):
     """
 
 
+class SchemaError(StateVaultError, ValueError):
+    """A schema is used in a way that cannot work: an unknown name, a bad version, or a
+    type that differs from the one a vault stored under the same version.
+
+    Attributes:
+        schema: the schema's name, when known.
+        version: the version concerned, when known.
+    """
+
+    def __init__(
+        self, message: str, *, schema: str | None = None, version: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.schema = schema
+        self.version = version
+
+
+class SchemaValidationError(SchemaError):
+    """A state does not match its schema. On save nothing was written; on load the
+    stored state is intact (`run.load(raw=True)` returns it as stored).
+
+    Attributes:
+        path: where in the state, as `$.items[0].qty` (`$` is the whole state).
+        expected: what the schema wants there.
+        found: what is there (a short description).
+        run_id: the run, when a run was being saved or loaded.
+        seq: the checkpoint, when one was being loaded.
+        errors: how many problems the validator reported (the message names the first).
+    """
+
+    def __init__(
+        self,
+        *,
+        schema: str,
+        version: int,
+        path: str,
+        expected: str,
+        found: str,
+        errors: int = 1,
+        run_id: str | None = None,
+        seq: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.path = path
+        self.expected = expected
+        self.found = found
+        self.errors = errors
+        self.run_id = run_id
+        self.seq = seq
+        self.hint = hint
+        super().__init__(self._text(schema, version), schema=schema, version=version)
+
+    def _text(self, schema: str, version: int) -> str:
+        where = []
+        if self.run_id is not None:
+            where.append(f"run {self.run_id!r}")
+        if self.seq is not None:
+            where.append(f"checkpoint {self.seq}")
+        prefix = f"{' '.join(where)}: " if where else ""
+        more = f" (and {self.errors - 1} more problems)" if self.errors > 1 else ""
+        text = (
+            f"{prefix}state does not match schema {schema!r} version {version} at "
+            f"{self.path}: expected {self.expected}, found {self.found}{more}"
+        )
+        return f"{text}. {self.hint}" if self.hint else text
+
+    def located(
+        self, *, run_id: str | None, seq: int | None = None, hint: str | None = None
+    ) -> SchemaValidationError:
+        """The same problem, named with the run and checkpoint it was met in."""
+        assert self.schema is not None
+        assert self.version is not None
+        return SchemaValidationError(
+            schema=self.schema,
+            version=self.version,
+            path=self.path,
+            expected=self.expected,
+            found=self.found,
+            errors=self.errors,
+            run_id=run_id if run_id is not None else self.run_id,
+            seq=seq if seq is not None else self.seq,
+            hint=hint if hint is not None else self.hint,
+        )
+
+
+class MigrationError(SchemaError):
+    """A stored state could not be brought to the version the code wants.
+
+    Raised for a missing step in the chain of migrations, a migration function that
+    raised, and a result that does not match the target version. The stored state is
+    untouched and still loads as stored with `run.load(raw=True)`.
+
+    Attributes:
+        run_id: the run, when a run's state was being migrated.
+        seq: the checkpoint whose state was being migrated.
+        source: the version the state was stored with.
+        target: the version it was being migrated to.
+        step: the failing step as (from, to), when one step is at fault.
+        function: the failing migration function's qualified name, when there is one.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        schema: str,
+        source: int | None,
+        target: int,
+        step: tuple[int, int] | None = None,
+        function: str | None = None,
+        run_id: str | None = None,
+        seq: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.source = source
+        self.target = target
+        self.step = step
+        self.function = function
+        self.run_id = run_id
+        self.seq = seq
+        self.hint = hint
+        where = []
+        if run_id is not None:
+            where.append(f"run {run_id!r}")
+        if seq is not None:
+            where.append(f"checkpoint {seq}")
+        prefix = f"{' '.join(where)}: " if where else ""
+        stored = "unversioned" if source is None else f"version {source}"
+        text = f"{prefix}cannot migrate {schema!r} from {stored} to version {target}"
+        if step is not None:
+            text += f": step {step[0]}->{step[1]}"
+            if function:
+                text += f" ({function})"
+        text += f": {reason}"
+        if hint:
+            text += f". {hint}"
+        super().__init__(text, schema=schema, version=target)
+
+    def located(self, *, run_id: str, seq: int) -> MigrationError:
+        """The same failure, named with the run and checkpoint being migrated."""
+        assert self.schema is not None
+        return MigrationError(
+            self.reason,
+            schema=self.schema,
+            source=self.source,
+            target=self.target,
+            step=self.step,
+            function=self.function,
+            run_id=run_id,
+            seq=seq,
+            hint=self.hint,
+        )
+
+
 def describe(value: Any) -> str:
     """A short description of a value for error messages: its type and a clipped repr."""
     text = repr(value)

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from statevault import ops as ops_module
@@ -15,8 +16,10 @@ from statevault.engine.aio import ThreadedContext, in_event_loop, refuse_in_even
 from statevault.engine.checkpoints import NO_HEAD, Checkpoint, Engine, Head
 from statevault.engine.journal import (
     KIND_FOLD,
+    KIND_STATE,
     STATE_KINDS,
     CheckpointPolicy,
+    Materialized,
     Since,
     commit_delta,
     delta_ops,
@@ -24,9 +27,21 @@ from statevault.engine.journal import (
     read_newest,
 )
 from statevault.engine.leases import Lease, aacquire, acquire
-from statevault.engine.records import open_record
-from statevault.errors import CheckpointNotFound, ConflictError, LeaseError, RunNotFound
+from statevault.engine.records import SchemaTag, open_record
+from statevault.engine.schemas import SchemaStore
+from statevault.errors import (
+    CheckpointNotFound,
+    ConflictError,
+    LeaseError,
+    MigrationError,
+    RunNotFound,
+    SchemaError,
+    SchemaValidationError,
+)
 from statevault.faults import crash_point, register
+from statevault.schema.migrate import migrate_plain
+from statevault.schema.registry import SchemaRegistry
+from statevault.schema.types import Schema
 from statevault.tree.lazy import LazyState
 from statevault.tree.read import PathReader
 
@@ -59,6 +74,26 @@ _CRASH_BEFORE_FOLD = register(
     "run.fold.before", "a journal entry is committed; the policy's fold has not started"
 )
 
+_NOT_WRITTEN = "Nothing was written."
+_STORED_INTACT = (
+    "The stored state is unchanged: `run.load(raw=True)` returns it as stored. If the "
+    "type changed since it was saved, register the new type under a new version with a "
+    "migration."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What a schema-bound run needs: its schema, the migrations, the vault's documents."""
+
+    schema: Schema
+    registry: SchemaRegistry
+    store: SchemaStore
+
+    @property
+    def tag(self) -> SchemaTag:
+        return (self.schema.name, self.schema.version)
+
 
 class Run:
     """A handle on one run. Get one with `vault.run("order-42")`.
@@ -77,10 +112,22 @@ class Run:
         ...     s["step"] += 1
     """
 
-    def __init__(self, engine: Engine, run_id: str, *, policy: CheckpointPolicy) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        run_id: str,
+        *,
+        policy: CheckpointPolicy,
+        binding: Binding | None = None,
+    ) -> None:
         self._engine = engine
         self._id = check_run_id(run_id)
         self._policy = policy
+        self._binding = binding
+        # The schema tag of the state entry under the known head (None: no schema, or
+        # not loaded). A schema-bound handle commits a delta only on a state entry of
+        # its own version: the operations it records are on the migrated state.
+        self._stored_tag: SchemaTag | None = None
         self._lock = threading.RLock()
         # The head this handle commits on top of; read now, or, when made on an event
         # loop's thread (where reading would block it), by the first call that needs it.
@@ -106,6 +153,11 @@ class Run:
     def id(self) -> str:
         return self._id
 
+    @property
+    def schema(self) -> Schema | None:
+        """The schema this handle saves and loads with (`vault.run(id, schema=...)`), or None."""
+        return None if self._binding is None else self._binding.schema
+
     def __repr__(self) -> str:
         seq = "?" if self._known_head is None else self._known_head.seq
         return f"<Run {self._id!r} at checkpoint {seq}>"
@@ -128,6 +180,10 @@ class Run:
     ) -> Checkpoint:
         """Commit `state` as the run's next checkpoint, atomically and durably.
 
+        With a schema (`vault.run(id, schema="order")`), `state` is an instance of the
+        schema's type or plain data of its shape; it is validated first and stored in
+        plain form, tagged with the schema's name and version.
+
         Args:
             state: the whole state (dicts, lists, scalars, bytes, datetimes, registered
                 records, NumPy arrays, ...).
@@ -141,21 +197,34 @@ class Run:
         Raises:
             SerializationError: the state holds a value that cannot be stored (nothing
                 was written; the message names its path).
+            SchemaValidationError: the state does not match the run's schema (nothing
+                was written; the message names the path, what was expected and found).
             ConflictError: another writer moved the head since this handle last saw it
                 (nothing was written).
             LeaseHeld: another worker holds the run's lease.
             LeaseLost: this handle's lease is no longer current.
         """
         refuse_in_event_loop("run.save()", "await run.asave()")
+        tag = None
+        if self._binding is not None:
+            state = self._validated(state)[1]
+            self._binding.store.ensure(self._binding.schema)
+            tag = self._binding.tag
         with self._lock:
             tree = self._engine.encode_state(state, known=self._known_objects)
             if not force:
                 record, head = self._engine.commit(
-                    self._id, tree, meta=meta, parent=self._known, lease_token=self._token
+                    self._id,
+                    tree,
+                    meta=meta,
+                    parent=self._known,
+                    lease_token=self._token,
+                    schema=tag,
                 )
             else:
-                record, head = self._commit_forced(tree, meta)
+                record, head = self._commit_forced(tree, meta, tag)
             self._known = head
+            self._stored_tag = tag
             self._known_objects = frozenset(tree.digests)
             self._cache = _NOTHING  # the caller owns `state`; it may change it later
             self._since = Since().after(record)
@@ -163,13 +232,13 @@ class Run:
         return self._engine.checkpoint(record, head.record_hash)
 
     def _commit_forced(
-        self, tree: WrittenTree, meta: dict[str, Any] | None
+        self, tree: WrittenTree, meta: dict[str, Any] | None, tag: SchemaTag | None
     ) -> tuple[CheckpointRecord, Head]:
         for _ in range(_FORCE_RETRIES):
             current, _ = self._engine.head(self._id)
             try:
                 return self._engine.commit(
-                    self._id, tree, meta=meta, parent=current, lease_token=self._token
+                    self._id, tree, meta=meta, parent=current, lease_token=self._token, schema=tag
                 )
             except ConflictError:
                 continue
@@ -289,11 +358,18 @@ class Run:
             default: the starting state when the run has no checkpoint yet (then the
                 first commit is a whole state).
 
+        With a schema, the view shows the typed state (`order.status = "paid"`), and
+        the changed state is validated before the commit: a change that breaks the
+        schema rolls back and raises `SchemaValidationError`. Validation costs time in
+        proportion to the state, not the change.
+
         Raises:
             ConflictError: another writer committed since this handle's head (nothing
                 was written; the next transaction starts from the newer state).
             RunNotFound: the run has no checkpoint and no `default` was given.
             TransactionError: something was changed that the view cannot track.
+            SchemaValidationError: the changed state does not match the run's schema
+                (rolled back; nothing was written).
 
         Example:
             >>> with run.transaction() as s:       # doctest: +SKIP
@@ -307,7 +383,10 @@ class Run:
             if self._cache is _NOTHING:
                 self._refresh(allow_empty=default is not MISSING)
             if self._cache is _NOTHING:  # the run is empty and a default was given
-                self._cache = ops_module.copy_value(default)
+                if self._binding is not None:
+                    self._cache = self._validated(default)[0]
+                else:
+                    self._cache = ops_module.copy_value(default)
             base = self._known
             view, recorder = track(self._cache)
             try:
@@ -318,9 +397,15 @@ class Run:
                     self._cache = _NOTHING
                 raise
             operations = recorder.ops
+            if operations and self._binding is not None:
+                try:
+                    checked = self._validated(recorder.state)[0]
+                except BaseException:
+                    recorder.rollback()
+                    raise
             try:
                 if operations:
-                    self._cache = recorder.state
+                    self._cache = recorder.state if self._binding is None else checked
                     if base.seq == 0:
                         self._commit_state(self._cache, meta=meta, kind="state")
                     else:
@@ -338,6 +423,8 @@ class Run:
 
         Raises:
             OpError: an operation does not fit the state (nothing was written).
+            SchemaValidationError: the result does not match the run's schema (nothing
+                was written).
             ConflictError: another writer committed since this handle's head.
             RunNotFound: the run has no checkpoint to apply them to.
 
@@ -354,10 +441,13 @@ class Run:
             try:
                 for op in batch:
                     ops_module.apply_one(root, op, undo)
+                result = root.value
+                if self._binding is not None:
+                    result = self._validated(result)[0]
             except BaseException:
                 undo.rollback()
                 raise
-            self._cache = root.value
+            self._cache = result
             try:
                 return self._commit_delta(batch, meta)
             except BaseException as exc:
@@ -381,6 +471,17 @@ class Run:
     def _commit_delta(
         self, operations: list[ops_module.Op], meta: dict[str, Any] | None
     ) -> Checkpoint:
+        tag = None
+        binding = self._binding
+        if binding is not None:
+            if self._stored_tag != binding.tag or not binding.schema.paths_match:
+                # The stored state is of another version (this handle migrated it on
+                # load), or its plain form names paths differently: the operations
+                # would not replay on it, so the whole (validated) state is committed.
+                self._memo, self._changes = None, []
+                return self._commit_state(self._cache, meta=meta, kind=KIND_STATE)
+            operations = [_plain_op(binding.schema, op) for op in operations]
+            tag = binding.tag
         record, head = commit_delta(
             self._engine,
             self._id,
@@ -388,6 +489,7 @@ class Run:
             meta=meta,
             parent=self._known,
             lease_token=self._token,
+            schema=tag,
         )
         self._changes.extend(operations)
         self._known = head
@@ -404,13 +506,28 @@ class Run:
         return checkpoint
 
     def _commit_state(self, state: Any, *, meta: dict[str, Any] | None, kind: str) -> Checkpoint:
+        tag = None
+        memo, changes = self._memo, self._changes
+        if self._binding is not None:
+            self._binding.store.ensure(self._binding.schema)
+            state = self._binding.schema.to_plain(state)  # validated when it was changed
+            tag = self._binding.tag
+            if not self._binding.schema.paths_match:
+                memo, changes = None, []  # recorded paths are not the plain form's
         tree = self._engine.encode_state(
-            state, known=self._known_objects, memo=self._memo, changes=self._changes
+            state, known=self._known_objects, memo=memo, changes=changes
         )
         record, head = self._engine.commit(
-            self._id, tree, meta=meta, parent=self._known, kind=kind, lease_token=self._token
+            self._id,
+            tree,
+            meta=meta,
+            parent=self._known,
+            kind=kind,
+            lease_token=self._token,
+            schema=tag,
         )
         self._known = head
+        self._stored_tag = tag
         self._known_objects = frozenset(tree.digests)
         self._since = Since().after(record)
         self._memo, self._changes = tree.memo, []
@@ -460,25 +577,36 @@ class Run:
                 raise RunNotFound(self._id)
             return
         record, sealed = newest[0]
-        state, digests, since = materialize(
-            self._engine, self._id, record, newer=[r for r, _ in newest[1:]]
-        )
+        found = materialize(self._engine, self._id, record, newer=[r for r, _ in newest[1:]])
+        state = self._typed(found, record.seq)
         self._known = Head(record.seq, sealed)
-        self._known_objects = digests
+        self._known_objects = found.digests
         self._cache = state
-        self._since = since
+        self._since = found.since
+        self._stored_tag = found.base.schema_tag
         if self._known != expected:
             self._memo, self._changes = None, []
             self._check_lease_current()
             raise ConflictError(self._id, expected=expected.seq, actual=record.seq)
 
     # -- reading -----------------------------------------------------------------------
-    def load(self, *, at: int | None = None, default: Any = MISSING, lazy: bool = False) -> Any:
+    def load(
+        self,
+        *,
+        at: int | None = None,
+        default: Any = MISSING,
+        lazy: bool = False,
+        raw: bool = False,
+    ) -> Any:
         """The newest committed state, or the state at checkpoint `at`.
 
         `at` is any seq of the run's history: a saved state, a journal entry (the
         state right after that transaction), or a fold. Loading the newest state also
         makes its head the one this handle commits on top of.
+
+        With a schema, the state comes back as an instance of the schema's type,
+        validated; a state stored with an older version is migrated in memory first
+        (the stored checkpoint is unchanged until the next commit).
 
         Args:
             at: a checkpoint seq; None for the newest.
@@ -486,13 +614,19 @@ class Run:
             lazy: return a read-only `LazyState` view that reads each part of the state
                 from the vault when it is first accessed (only the objects on the way).
                 If journal entries follow the last state entry, they are replayed and
-                the view holds the whole result.
+                the view holds the whole result. With a schema the view shows the
+                stored plain form, at its stored version.
+            raw: with a schema, return the state as stored (plain form, stored version),
+                without migrating or validating it.
 
         Raises:
             RunNotFound: the run has no checkpoint and no `default` was given.
             CheckpointNotFound: there is no checkpoint `at`.
             CorruptionError: stored bytes fail their checks (never returned as data).
             UnknownTypeError: the state holds a record of an unregistered class.
+            SchemaValidationError: the stored state does not match the run's schema.
+            MigrationError: the stored state's version cannot be migrated to the
+                schema's (a missing step, a failing or invalid migration).
         """
         refuse_in_event_loop("run.load()", "await run.aload()")
         if lazy:
@@ -506,19 +640,52 @@ class Run:
                     return default
                 raise RunNotFound(self._id)
             record, sealed = newest[0]
-            state, digests, since = materialize(
-                self._engine, self._id, record, newer=[r for r, _ in newest[1:]]
-            )
+            found = materialize(self._engine, self._id, record, newer=[r for r, _ in newest[1:]])
+            state = found.state if raw else self._typed(found, record.seq)
             with self._lock:
                 if Head(record.seq, sealed) != self._known:
                     self._memo, self._changes = None, []
                 self._known = Head(record.seq, sealed)
-                self._known_objects = digests
+                self._known_objects = found.digests
                 self._cache = _NOTHING  # `state` goes to the caller
-                self._since = since
+                self._since = found.since
+                self._stored_tag = found.base.schema_tag
             return state
         record, _ = self._record_at(at)
-        return materialize(self._engine, self._id, record, newer=[])[0]
+        found = materialize(self._engine, self._id, record, newer=[])
+        return found.state if raw else self._typed(found, record.seq)
+
+    # -- schemas -----------------------------------------------------------------------
+    def _validated(self, state: Any) -> tuple[Any, Any]:
+        """(typed, plain) of a state about to be committed; raises before anything is written."""
+        assert self._binding is not None
+        try:
+            return self._binding.schema.check(state)
+        except SchemaValidationError as exc:
+            raise exc.located(run_id=self._id, hint=_NOT_WRITTEN) from None
+
+    def _typed(self, found: Materialized, seq: int) -> Any:
+        """The loaded state as the bound schema's type (migrated if stored older)."""
+        binding = self._binding
+        if binding is None:
+            return found.state
+        tag = found.base.schema_tag
+        schema = binding.schema
+        if tag is not None and tag[0] != schema.name:
+            raise SchemaError(
+                f"run {self._id!r} checkpoint {seq} holds a state of schema {tag[0]!r} "
+                f"version {tag[1]}, not {schema.name!r}. Open the run with "
+                f"schema={tag[0]!r}, or without a schema to read it as stored.",
+                schema=schema.name,
+            )
+        try:
+            return migrate_plain(
+                binding.registry, schema, found.state, None if tag is None else tag[1]
+            )[0]
+        except SchemaValidationError as exc:
+            raise exc.located(run_id=self._id, seq=seq, hint=_STORED_INTACT) from None
+        except MigrationError as exc:
+            raise exc.located(run_id=self._id, seq=seq) from exc.__cause__
 
     def _load_lazy(self, at: int | None, default: Any) -> Any:
         if at is None:
@@ -571,13 +738,14 @@ class Run:
                 stored = self._engine.record(self._id, record.seq - 1)
                 if stored is None:  # let materialize name the damage
                     return paths.lookup(
-                        materialize(self._engine, self._id, newest[0], newer=newest[1:])[0], keys
+                        materialize(self._engine, self._id, newest[0], newer=newest[1:]).state,
+                        keys,
                     )
                 found = stored[0]
             record = found
         touched = (op.path for delta in deltas for op in delta_ops(self._engine, delta))
         if any(_overlaps(path, keys) for path in touched):
-            state = materialize(self._engine, self._id, newest[0], newer=newest[1:])[0]
+            state = materialize(self._engine, self._id, newest[0], newer=newest[1:]).state
             return paths.lookup(state, keys)
         return self._engine.get_path(record, keys)
 
@@ -631,10 +799,17 @@ class Run:
         return await self._engine.offload(lambda: self.save(state, meta=meta, force=force))
 
     async def aload(
-        self, *, at: int | None = None, default: Any = MISSING, lazy: bool = False
+        self,
+        *,
+        at: int | None = None,
+        default: Any = MISSING,
+        lazy: bool = False,
+        raw: bool = False,
     ) -> Any:
         """`load`, awaited. A lazy view still reads on access: use it off the loop."""
-        return await self._engine.offload(lambda: self.load(at=at, default=default, lazy=lazy))
+        return await self._engine.offload(
+            lambda: self.load(at=at, default=default, lazy=lazy, raw=raw)
+        )
 
     async def aget(
         self, path: str | list[Any], *, at: int | None = None, default: Any = MISSING
@@ -711,3 +886,21 @@ class Run:
             yield lease
         finally:
             await self._engine.offload(lambda: self._drop(lease))
+
+
+def _plain_op(schema: Schema, op: ops_module.Op) -> ops_module.Op:
+    """An operation recorded on a typed state, as it applies to the plain form.
+
+    Paths match (`Schema.paths_match`); values and keys are converted the way the
+    whole state is (records to dicts, enums to their values).
+    """
+    path = tuple(schema.to_plain(key) for key in op.path)
+    if isinstance(op, ops_module.DeleteOp):
+        return ops_module.DeleteOp(path)
+    if isinstance(op, ops_module.IncrementOp):
+        return ops_module.IncrementOp(path, op.amount)
+    if isinstance(op, ops_module.ExtendOp):
+        return ops_module.ExtendOp(path, tuple(schema.to_plain(list(op.values))))
+    if isinstance(op, ops_module.MergeOp):
+        return ops_module.MergeOp(path, schema.to_plain(op.mapping))
+    return type(op)(path, schema.to_plain(op.value))

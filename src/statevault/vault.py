@@ -6,9 +6,9 @@ import functools
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, overload
 
 from statevault import __version__
 from statevault.backends.base import (
@@ -30,10 +30,17 @@ from statevault.engine.checkpoints import Engine
 from statevault.engine.journal import CheckpointPolicy
 from statevault.engine.leases import Lease
 from statevault.engine.repair import QuarantinedItem, RepairReport, quarantined, repair
+from statevault.engine.schemas import SchemaStore
 from statevault.engine.verify import VerifyReport, verify
 from statevault.engine.watch import DEFAULT_POLL, AsyncWatch, Watch
-from statevault.errors import CorruptionError, NotAVaultError, UnsupportedFormatError
-from statevault.run import Run
+from statevault.errors import CorruptionError, NotAVaultError, SchemaError, UnsupportedFormatError
+from statevault.run import Binding, Run
+from statevault.schema.documents import SchemaDocument
+from statevault.schema.registry import GLOBAL_SCHEMAS, MigrationFunction, SchemaRegistry
+from statevault.schema.types import Schema, check_name
+
+T = TypeVar("T", bound=type[Any])
+F = TypeVar("F", bound=MigrationFunction)
 
 FORMAT_VERSION = 2
 """The vault format this version writes and the newest it reads.
@@ -241,6 +248,8 @@ class Vault:
             raise UnsupportedFormatError(found=self.format_version, supported=FORMAT_VERSION)
         self.vault_id = meta.get("vault_id", b"").decode("ascii", "replace")
         engine.format_version = self.format_version
+        self._schemas = SchemaRegistry(GLOBAL_SCHEMAS)
+        self._schema_store = SchemaStore(backend)
 
     @property
     def location(self) -> str:
@@ -262,14 +271,118 @@ class Vault:
         """
         return self._engine.codec.registry.register(cls, name=name)
 
-    def run(self, run_id: str, *, policy: CheckpointPolicy | None = None) -> Run:
+    # -- schemas -------------------------------------------------------------------------
+    @overload
+    def schema(self, name: str, cls: T, /, *, version: int) -> T: ...
+    @overload
+    def schema(self, name: str, cls: None = None, /, *, version: int) -> Callable[[T], T]: ...
+    def schema(self, name: str, cls: T | None = None, /, *, version: int) -> T | Callable[[T], T]:
+        """Register `cls` as version `version` of schema `name` in this vault.
+
+        `cls` is a msgspec Struct, dataclass, Pydantic v2 model or TypedDict. Runs opened
+        with `vault.run(id, schema=name)` save and load it (the newest registered
+        version). Works as a decorator when `cls` is left out. `statevault.schema`
+        registers for every vault.
+
+        Raises:
+            SchemaError: `cls` cannot be a schema's type, another type is registered
+                under (name, version), or this vault stored a different shape under
+                (name, version) (the message says to bump the version).
+
+        Example:
+            >>> vault.schema("order", OrderV3, version=3)          # doctest: +SKIP
+        """
+        if cls is None:
+
+            def decorate(target: T) -> T:
+                return self.schema(name, target, version=version)
+
+            return decorate
+        schema = self._schemas.add(name, cls, version)
+        self._schema_store.check(schema)
+        return cls
+
+    def migration(self, name: str, source: int, target: int) -> Callable[[F], F]:
+        """Register a function that migrates states of `name` from `source` to `target`.
+
+        Steps go one version up (N -> N+1) or down (N+1 -> N, a way back). The function
+        takes the state in plain form (dicts, lists, scalars; records as dicts, enums as
+        their values) and returns the plain form of the next version; it may change its
+        argument. `statevault.migration` registers for every vault.
+
+        Example:
+            >>> @vault.migration("order", 2, 3)                    # doctest: +SKIP
+            ... def cents(state: dict) -> dict:
+            ...     state["total_cents"] = round(state.pop("total") * 100)
+            ...     return state
+        """
+
+        def decorate(function: F) -> F:
+            self._schemas.add_migration(name, source, target, function)
+            return function
+
+        return decorate
+
+    def schemas(self, name: str) -> dict[int, Schema]:
+        """The versions of schema `name` registered for this vault (its own and global)."""
+        return self._schemas.versions(check_name(name))
+
+    def stored_schemas(self) -> list[SchemaDocument]:
+        """The schema documents this vault stores, sorted by name and version.
+
+        A document is stored the first time a state is saved with its (name, version).
+
+        Raises:
+            CorruptionError: a stored document fails its hash.
+        """
+        return self._schema_store.documents()
+
+    def stored_schema(self, name: str, version: int | None = None) -> SchemaDocument:
+        """One stored schema document: `version` of `name`, or its newest.
+
+        Raises:
+            SchemaError: the vault stores no such document.
+        """
+        found = [d for d in self.stored_schemas() if d.name == name]
+        if version is not None:
+            found = [d for d in found if d.version == version]
+        if not found:
+            stored = sorted({f"{d.name} v{d.version}" for d in self.stored_schemas()})
+            which = f"{name!r}" if version is None else f"{name!r} version {version}"
+            raise SchemaError(
+                f"{self.location} stores no schema {which} (it stores: "
+                f"{', '.join(stored) or 'none'}). A schema is stored when a state is first "
+                f"saved with it.",
+                schema=name,
+                version=version,
+            )
+        return found[-1]
+
+    def run(
+        self,
+        run_id: str,
+        *,
+        policy: CheckpointPolicy | None = None,
+        schema: str | None = None,
+    ) -> Run:
         """A handle on run `run_id` (a non-empty string of up to 256 characters).
 
         Args:
             policy: when this run's journal is folded into a state entry; defaults to
                 the vault's.
+            schema: the name of a registered schema: the handle saves instances of its
+                newest version (validated) and loads them (migrated from older versions).
+
+        Raises:
+            SchemaError: no schema `schema` is registered, or its type differs from the
+                one this vault stored under the same version.
         """
-        return Run(self._engine, run_id, policy=policy or self._policy)
+        binding = None
+        if schema is not None:
+            current = self._schemas.current(check_name(schema))
+            self._schema_store.check(current)
+            binding = Binding(current, self._schemas, self._schema_store)
+        return Run(self._engine, run_id, policy=policy or self._policy, binding=binding)
 
     def runs(self, prefix: str = "") -> list[str]:
         """Ids of the runs that have checkpoints, sorted, optionally by prefix."""

@@ -25,6 +25,7 @@ from statevault.cli.common import (
     short,
     stdout,
 )
+from statevault.cli.schema import schema_app
 
 app = typer.Typer(
     name="statevault",
@@ -46,6 +47,8 @@ VaultArg = Annotated[
 ]
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="The run id.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Write JSON to stdout instead of text.")]
+
+app.add_typer(schema_app)
 
 
 def _print_version(value: bool) -> None:

@@ -130,6 +130,10 @@ def clean_errors(location: str) -> Iterator[None]:
         PathError,
     ) as exc:
         fail(str(exc))
+    except (statevault.SchemaValidationError, statevault.MigrationError) as exc:
+        fail(f"{location}: {exc}", EXIT_DAMAGE)
+    except statevault.SchemaError as exc:  # an unknown or conflicting schema: usage
+        fail(str(exc))
     except statevault.CorruptionError as exc:
         fail(f"{location}: {exc}", EXIT_DAMAGE)
     except statevault.StateVaultError as exc:

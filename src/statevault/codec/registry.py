@@ -27,7 +27,8 @@ class RegisteredType:
     kind: RecordKind
 
 
-def _kind_of(cls: type[Any]) -> RecordKind | None:
+def kind_of(cls: type[Any]) -> RecordKind | None:
+    """What kind of registrable class `cls` is, or None if it is none of them."""
     if isinstance(cls, type) and issubclass(cls, enum.Enum):
         return "enum"
     if isinstance(cls, type) and issubclass(cls, msgspec.Struct):
@@ -70,7 +71,7 @@ class TypeRegistry:
             TypeError: `cls` is not a kind statevault can store, or the name is
                 already taken by another class.
         """
-        kind = _kind_of(cls)
+        kind = kind_of(cls)
         if kind is None:
             raise TypeError(
                 f"statevault can register msgspec Structs, dataclasses, Pydantic models and "

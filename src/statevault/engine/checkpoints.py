@@ -23,7 +23,7 @@ from statevault.backends.base import Backend, OffloadingBackend
 from statevault.codec.compression import Compression
 from statevault.codec.encoding import Codec
 from statevault.codec.envelope import Packed, pack
-from statevault.engine.records import CheckpointRecord, open_record, seal_record
+from statevault.engine.records import CheckpointRecord, SchemaTag, open_record, seal_record
 from statevault.errors import CorruptionError, SerializationError
 from statevault.faults import crash_point, register
 from statevault.ops import Op
@@ -64,6 +64,9 @@ class Checkpoint:
         raw_bytes: size of the encoded state before compression.
         stored_bytes: bytes this checkpoint added to storage (0 when all was shared).
         record_hash: BLAKE3 (hex) of the stored record; the next checkpoint chains to it.
+        schema: the schema the state was saved with (`vault.run(..., schema=...)`), or
+            None.
+        schema_version: that schema's version, or None.
     """
 
     run_id: str
@@ -76,6 +79,8 @@ class Checkpoint:
     raw_bytes: int
     stored_bytes: int
     record_hash: str
+    schema: str | None = None
+    schema_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +209,8 @@ class Engine:
             raw_bytes=record.raw_bytes,
             stored_bytes=record.stored_bytes,
             record_hash=record_hash.hex(),
+            schema=record.schema,
+            schema_version=record.schema_version if record.schema is not None else None,
         )
 
     # -- writing -------------------------------------------------------------------------
@@ -257,6 +264,7 @@ class Engine:
         parent: Head,
         kind: str = "state",
         lease_token: int | None = None,
+        schema: SchemaTag | None = None,
     ) -> tuple[CheckpointRecord, Head]:
         """Store one checkpoint on top of `parent`; raises ConflictError if the head moved."""
         check_meta(meta)
@@ -280,6 +288,7 @@ class Engine:
             stored_bytes=stored,
             objects=objects,
             lease_token=lease_token,
+            schema=schema,
         )
 
     def append(
@@ -295,6 +304,7 @@ class Engine:
         stored_bytes: int,
         objects: list[tuple[bytes, bytes]] | tuple[()] = (),
         lease_token: int | None = None,
+        schema: SchemaTag | None = None,
     ) -> tuple[CheckpointRecord, Head]:
         """Seal a record on top of `parent` and commit it with `objects` (compare-and-swap).
 
@@ -314,6 +324,8 @@ class Engine:
             meta=self.codec.encode(meta) if meta else b"",
             raw_bytes=raw_bytes,
             stored_bytes=stored_bytes,
+            schema=None if schema is None else schema[0],
+            schema_version=0 if schema is None else schema[1],
         )
         sealed, _ = seal_record(record)
         crash_point(_CRASH_BEFORE_RECORD)

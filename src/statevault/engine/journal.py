@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from statevault import ops as ops_module
 from statevault.codec.envelope import pack, unpack
 from statevault.engine.checkpoints import Engine, Head, check_meta
-from statevault.engine.records import CheckpointRecord, open_record
+from statevault.engine.records import CheckpointRecord, SchemaTag, open_record
 from statevault.errors import CorruptionError
 
 KIND_STATE = "state"
@@ -90,8 +90,12 @@ def commit_delta(
     meta: dict[str, Any] | None,
     parent: Head,
     lease_token: int | None = None,
+    schema: SchemaTag | None = None,
 ) -> tuple[CheckpointRecord, Head]:
-    """Append one delta entry on top of `parent` (compare-and-swap, like every commit)."""
+    """Append one delta entry on top of `parent` (compare-and-swap, like every commit).
+
+    `schema` is the (name, version) of the state the operations apply to, if any.
+    """
     if parent.seq == 0:
         raise ValueError("a delta needs a state to apply to; save the first state with run.save")
     check_meta(meta)
@@ -106,6 +110,7 @@ def commit_delta(
         raw_bytes=packed.raw_size,
         stored_bytes=len(packed.data),
         lease_token=lease_token,
+        schema=schema,
     )
 
 
@@ -122,17 +127,26 @@ def delta_ops(engine: Engine, record: CheckpointRecord) -> list[ops_module.Op]:
         raise exc.located(run_id=record.run, seq=record.seq) from None
 
 
+class Materialized(NamedTuple):
+    """The state at an entry, and how it was made."""
+
+    state: Any
+    digests: frozenset[bytes]
+    """The digests of the state entry's tree (what the vault holds for sure)."""
+    since: Since
+    """The journal since the state entry."""
+    base: CheckpointRecord
+    """The state entry the deltas were replayed on: its schema is the state's."""
+
+
 def materialize(
     engine: Engine, run_id: str, target: CheckpointRecord, *, newer: list[CheckpointRecord]
-) -> tuple[Any, frozenset[bytes], Since]:
+) -> Materialized:
     """The state at `target`: its nearest state entry, then the deltas after it.
 
     Args:
         newer: records before `target`, newest first, already read (may be empty);
             more are read one by one as needed.
-
-    Returns:
-        The state, the digests of the state entry's tree, and the journal since it.
     """
     chain: list[CheckpointRecord] = []
     known = {r.seq: r for r in newer}
@@ -166,7 +180,7 @@ def materialize(
                 seq=delta.seq,
             ) from exc
         since = since.after(delta)
-    return state, digests, since
+    return Materialized(state, digests, since, record)
 
 
 def read_newest(

@@ -15,6 +15,9 @@ from statevault.errors import CorruptionError, UnsupportedFormatError
 
 RECORD_VERSION = 1
 
+SchemaTag = tuple[str, int]
+"""(schema name, version) of a schema-bound state."""
+
 
 class CheckpointRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One checkpoint as stored. Field names are short: there is one per checkpoint.
@@ -34,6 +37,10 @@ class CheckpointRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
         meta: the user's metadata, encoded by the value codec.
         raw_bytes: encoded (uncompressed) size of the state.
         stored_bytes: bytes this checkpoint added to storage.
+        schema: the name of the schema the state was saved with, or None (no schema).
+            Added compatibly: older records lack it and older readers ignore it.
+        schema_version: that schema's version (0 when there is no schema). For a delta,
+            the version of the state its operations apply to.
     """
 
     v: int = RECORD_VERSION
@@ -48,6 +55,13 @@ class CheckpointRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     meta: bytes = b""
     raw_bytes: int
     stored_bytes: int
+    schema: str | None = None
+    schema_version: int = 0
+
+    @property
+    def schema_tag(self) -> SchemaTag | None:
+        """(schema name, version) the entry was written with, or None."""
+        return None if self.schema is None else (self.schema, self.schema_version)
 
 
 _encoder = msgspec.msgpack.Encoder()
