@@ -4,8 +4,10 @@ Usage, from the repository root:
 
     .venv/bin/python -m benchmarks.leases               # about 20 s
     .venv/bin/python -m benchmarks.leases --reps 5 --ops 400 --json out.json
+    .venv/bin/python -m benchmarks.leases --pg postgresql://postgres@127.0.0.1:5432/test
 
-Cases, on each backend (SQLite, files, memory), with `durability="fsync"`:
+Cases, on each backend (SQLite, files, memory, and PostgreSQL with `--pg URL`, in a
+schema made for the run and dropped after it), with `durability="fsync"`:
 - `lease acquire+release`: `with run.lease(ttl=30, renew=False): pass`, the public
   call: a durable grant (a new fencing token) and a durable release. Target: median
   at most 2 ms on the persistent backends.
@@ -48,8 +50,21 @@ def _state(n: int) -> dict[str, Any]:
     return {"step": n, "status": "running", "cursor": f"{n:032x}", "note": "progress" * 8}
 
 
-def _url(backend: str, directory: str) -> str:
+PG_SCHEMA = "statevault_bench_leases"
+
+
+def _url(backend: str, directory: str, pg: str | None) -> str:
+    if backend == "postgres":
+        assert pg is not None
+        return f"{pg}{'&' if '?' in pg else '?'}schema={PG_SCHEMA}_{os.getpid()}"
     return "memory://" if backend == "memory" else vault_url(backend, directory)
+
+
+def _drop_pg_schema(pg: str) -> None:
+    import psycopg  # noqa: PLC0415 - only with --pg
+
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{PG_SCHEMA}_{os.getpid()}" CASCADE')
 
 
 def _timed(samples: Samples, record: bool, call: Callable[[], object]) -> None:
@@ -60,7 +75,9 @@ def _timed(samples: Samples, record: bool, call: Callable[[], object]) -> None:
         samples.ns.append(elapsed)
 
 
-def measure(backend: str, root: str, *, reps: int, ops: int) -> dict[str, Samples]:
+def measure(
+    backend: str, root: str, *, reps: int, ops: int, pg: str | None = None
+) -> dict[str, Samples]:
     """Samples of each case on one backend: `reps` rounds of `ops` operations per case.
 
     The cases take turns operation by operation (in an order that flips each time),
@@ -68,7 +85,7 @@ def measure(backend: str, root: str, *, reps: int, ops: int) -> dict[str, Sample
     drifts several-fold within seconds, which batches of one case would measure.
     """
     directory = tempfile.mkdtemp(prefix=f"{backend}-", dir=root)
-    vault = statevault.open(_url(backend, directory))
+    vault = statevault.open(_url(backend, directory, pg))
     results = {name: Samples() for name in ("acquire+release", "with lease", "without")}
     plain, leased, cycled = vault.run("plain"), vault.run("leased"), vault.run("cycled")
     counter = iter(range(1 << 62))
@@ -95,6 +112,8 @@ def measure(backend: str, root: str, *, reps: int, ops: int) -> dict[str, Sample
     finally:
         vault.close()
         shutil.rmtree(directory, ignore_errors=True)
+        if backend == "postgres" and pg is not None:
+            _drop_pg_schema(pg)
     return results
 
 
@@ -104,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ops", type=int, default=200, help="operations per case and round")
     ap.add_argument("--json", metavar="PATH", help="also write every sample to PATH as JSON")
     ap.add_argument("--dir", help="where to write (default: temp dir if on the repo's disk)")
+    ap.add_argument("--pg", metavar="URL", help="also measure PostgreSQL at this URL")
     args = ap.parse_args(argv)
+    backends = [*BACKENDS, "postgres"] if args.pg else list(BACKENDS)
 
     started = time.perf_counter()
     root = tempfile.mkdtemp(prefix="statevault-leases-", dir=choose_dir(args.dir))
@@ -115,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     details: dict[str, Any] = {}
     try:
-        for backend in BACKENDS:
+        for backend in backends:
             print(f"\n{backend}:", flush=True)
-            results = measure(backend, root, reps=args.reps, ops=args.ops)
+            results = measure(backend, root, reps=args.reps, ops=args.ops, pg=args.pg)
             details[backend] = {name: s.as_dict() for name, s in results.items()}
             cycle = results["acquire+release"]
             persistent = backend != "memory"
