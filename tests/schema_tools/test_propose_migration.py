@@ -269,3 +269,37 @@ def test_versions_must_be_one_step_apart() -> None:
         propose_migration("", 1, 2, diff)
     down = propose_migration("order", 2, 1, diff_types(ItemV2, ItemV1))
     assert '@statevault.migration("order", 2, 1)\ndef migrate_order_2_to_1(' in down
+
+
+class Cat(msgspec.Struct, tag="cat"):
+    name: str
+    lives: int = 9
+
+
+class Dog(msgspec.Struct, tag="dog"):
+    name: str
+
+
+class CatV2(msgspec.Struct, tag="cat", forbid_unknown_fields=True):
+    name: str
+    lives: float = 9.0
+    indoor: bool = True
+
+
+class Pets(msgspec.Struct):
+    pets: list[Cat | Dog]
+    best: Cat | Dog | None = None
+
+
+class PetsV2(msgspec.Struct):
+    pets: list[CatV2 | Dog]
+    best: CatV2 | Dog | None = None
+
+
+def test_tagged_union_members_migrate_by_tag() -> None:
+    source = proposal(Pets, PetsV2)
+    assert_ruff_clean(source)
+    state = plain(Pets([Cat("tom", 3), Dog("rex")], best=Cat("kit")))
+    migrated = msgspec.convert(migrate(source, state), PetsV2)
+    assert migrated == PetsV2([CatV2("tom", 3.0), Dog("rex")], best=CatV2("kit"))
+    assert migrate(source, plain(Pets([], best=None)))["best"] is None

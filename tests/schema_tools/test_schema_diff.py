@@ -14,6 +14,7 @@ from proposals import diff_types, schema_of
 
 from statevault.errors import SchemaDocumentError, StateVaultError
 from statevault.schema_tools import (
+    ByTag,
     FieldAdded,
     FieldNowRequired,
     FieldRemoved,
@@ -484,3 +485,50 @@ def test_bad_documents_raise_a_typed_error(document: Any, message: str) -> None:
         diff_schemas(document, {"type": "object", "properties": {}})
     assert isinstance(caught.value, StateVaultError)
     assert isinstance(caught.value, ValueError)
+
+
+class Cat(msgspec.Struct, tag="cat"):
+    name: str
+    lives: int = 9
+
+
+class Dog(msgspec.Struct, tag="dog"):
+    name: str
+
+
+class CatV2(msgspec.Struct, tag="cat"):
+    name: str
+    lives: float = 9.0
+
+
+class Bird(msgspec.Struct, tag="bird"):
+    name: str
+
+
+def test_tagged_union_members_pair_by_tag() -> None:
+    class Old(msgspec.Struct):
+        pets: list[Cat | Dog]
+        best: Cat | Dog | None = None
+
+    class New(msgspec.Struct):
+        pets: list[CatV2 | Dog | Bird]
+        best: CatV2 | Dog | None = None
+
+    diff = diff_types(Old, New)
+    conversions = {c.field: c.conversion for c in diff.records[0].changes}
+    cat = ByTag("type", (("cat", MigrateRecord(1)),))
+    assert conversions == {"pets": ForEachItem(cat), "best": UnlessNone(cat)}
+    assert diff.records[1].old_name == "Cat"
+    assert diff.automatic
+
+
+def test_tagged_union_losing_a_tag_is_undecided() -> None:
+    class Old(msgspec.Struct):
+        pets: list[Cat | Dog]
+
+    class New(msgspec.Struct):
+        pets: list[Cat | Bird]
+
+    change = only_change(Old, New)
+    assert isinstance(change.conversion, Undecided)
+    assert "records tagged 'dog' have no type in the new union" in change.conversion.reason

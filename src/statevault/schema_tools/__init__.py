@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 from statevault.schema_tools.diff import (
+    ByTag,
     Change,
     Conversion,
     FieldAdded,
@@ -41,6 +42,7 @@ from statevault.schema_tools.propose import propose_migration
 from statevault.schema_tools.typescript import to_typescript
 
 __all__ = [
+    "ByTag",
     "Change",
     "Conversion",
     "FieldAdded",

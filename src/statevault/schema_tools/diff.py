@@ -11,6 +11,7 @@ the result into the source of a migration.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +91,19 @@ class UnlessNone:
 
 
 @dataclass(frozen=True, slots=True)
+class ByTag:
+    """A tagged union: a record converts by the case for its tag's value; others stay.
+
+    Attributes:
+        field: the tag's field (msgspec's `type` unless renamed).
+        cases: (tag value, conversion) for each member that changed.
+    """
+
+    field: str
+    cases: tuple[tuple[Any, Conversion], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Undecided:
     """No conversion could be decided; a person writes it.
 
@@ -111,6 +125,7 @@ Conversion = (
     | ForEachValue
     | ForEachPosition
     | UnlessNone
+    | ByTag
     | Undecided
 )
 
@@ -131,6 +146,9 @@ def conversion_parts(conversion: Conversion) -> Iterable[Conversion]:
     elif isinstance(conversion, ForEachPosition):
         for position in (*conversion.positions, conversion.rest):
             yield from conversion_parts(position)
+    elif isinstance(conversion, ByTag):
+        for _, case in conversion.cases:
+            yield from conversion_parts(case)
 
 
 # Changes to a record's fields.
@@ -598,8 +616,40 @@ class _Differ:
         if len(old_rest) == 1 and len(new_rest) == 1:
             inner, inner_reason = self.convert_with_reason(old_rest[0], new_rest[0], path)
             conversion = _unless_none(inner) if old_null else inner
-            return conversion, f"{change} ({inner_reason})" if inner_reason else change
+            detail = re.search(r"\(([^()]*)\)$", inner_reason)
+            return conversion, f"{change} ({detail.group(1)})" if detail else change
+        tagged = self._convert_tagged(old_rest, new_rest, path)
+        if tagged is not None:
+            return (_unless_none(tagged) if old_null else tagged), f"{change} (tagged union)"
         return Undecided(f"union {change} changed", narrowing=True), change
+
+    def _convert_tagged(
+        self, old_members: list[Node], new_members: list[Node], path: str
+    ) -> Conversion | None:
+        """Members of a tagged union pair up by tag value; None if this is not one."""
+        old_records = [self.old.resolve(m)[1] for m in old_members]
+        new_records = [self.new.resolve(m)[1] for m in new_members]
+        tag = _tag_field([*old_records, *new_records])
+        if tag is None:
+            return None
+        new_by_tag = {
+            _tag_value(node, tag): member
+            for member, node in zip(new_members, new_records, strict=True)
+        }
+        cases: list[tuple[Any, Conversion]] = []
+        for member, node in zip(old_members, old_records, strict=True):
+            value = _tag_value(node, tag)
+            if value not in new_by_tag:
+                return Undecided(
+                    f"records tagged {python_literal(value)} have no type in the new union",
+                    narrowing=True,
+                )
+            inner = self.convert(member, new_by_tag[value], path)
+            if isinstance(inner, Undecided):
+                return inner
+            if not isinstance(inner, Unchanged):
+                cases.append((value, inner))
+        return ByTag(tag, tuple(cases)) if cases else Unchanged()
 
     def _convert_array(
         self, old: Mapping[str, Any], new: Mapping[str, Any], path: str, change: str
@@ -712,6 +762,31 @@ def _record_name(document: SchemaReader, key: str | None, node: Node) -> str:
     return document.name_of(key, node)
 
 
+def _tag_field(records: list[Node]) -> str | None:
+    """The field every record requires with one constant value each: a union's tag."""
+    if len(records) < 2 or not all(is_record(node) for node in records):
+        return None
+    first = records[0]
+    assert isinstance(first, Mapping)
+    for name in first["properties"]:
+        if all(
+            isinstance(node, Mapping)
+            and name in (node.get("required") or ())
+            and _enum_values(node["properties"].get(name, {})) is not None
+            and len(_enum_values(node["properties"][name]) or ()) == 1
+            for node in records
+        ):
+            return str(name)
+    return None
+
+
+def _tag_value(record: Node, tag: str) -> Any:
+    assert isinstance(record, Mapping)
+    values = _enum_values(record["properties"][tag])
+    assert values is not None
+    return values[0]
+
+
 def _without(node: Mapping[str, Any], words: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in node.items() if k not in words}
 
@@ -793,6 +868,7 @@ def _identity(value: Any) -> str:
 
 
 __all__ = [
+    "ByTag",
     "Change",
     "Conversion",
     "FieldAdded",

@@ -18,6 +18,7 @@ import textwrap
 from typing import Any
 
 from statevault.schema_tools.diff import (
+    ByTag,
     Change,
     Conversion,
     FieldAdded,
@@ -38,8 +39,18 @@ from statevault.schema_tools.diff import (
     conversion_parts,
     undecided_in,
 )
+from statevault.schema_tools.layout import (
+    LINE_LENGTH,
+    Atom,
+    Call,
+    Comprehension,
+    Conditional,
+    Display,
+    Expr,
+    Prefixed,
+    statement,
+)
 
-LINE_LENGTH = 100
 TODO_MARK = "TODO(statevault)"
 
 
@@ -172,7 +183,7 @@ class _Writer:
             ]
             return "\n".join([*header, *body])
         expression = self._expression(root, "state", depth=0)
-        return "\n".join([*header, f"    return {expression}"])
+        return "\n".join([*header, *statement("return ", expression, indent="    ")])
 
     def _summary(self) -> str:
         return f"{self.name} v{self.from_version} -> v{self.to_version}."
@@ -302,49 +313,62 @@ class _Writer:
         if isinstance(change.conversion, Unchanged):
             return _comment(f"{what}: nothing to change.", indent=4)
         value = self._expression(change.conversion, f"{target}[{field}]", depth=0)
-        assignment = f"{target}[{field}] = {value}"
+        head = f"{target}[{field}] = "
         if change.optional_before:
             return [
                 *_comment(f"{what}.", indent=4),
                 f"    if {field} in {target}:",
-                f"        {assignment}",
+                *statement(head, value, indent="        "),
             ]
-        return [*_comment(f"{what}.", indent=4), f"    {assignment}"]
+        return [*_comment(f"{what}.", indent=4), *statement(head, value, indent="    ")]
 
-    def _expression(self, conversion: Conversion, source: str, *, depth: int) -> str:
-        """A Python expression converting the value `source` by `conversion`."""
+    def _expression(self, conversion: Conversion, source: str, *, depth: int) -> Expr:
+        """An expression converting the value `source` (a name or subscript) by `conversion`."""
         if isinstance(conversion, Unchanged):
-            return source
+            return Atom(source)
         if isinstance(conversion, IntToFloat):
-            return f"float({source})"
+            return Call("float", Atom(source))
         if isinstance(conversion, SetConstant):
-            return _literal(conversion.value)
+            return Atom(_literal(conversion.value))
         if isinstance(conversion, MigrateRecord):
-            return f"{self.helpers[conversion.record]}({source})"
+            return Call(self.helpers[conversion.record], Atom(source))
         if isinstance(conversion, ForEachItem):
             item = f"item{depth or ''}"
             inner = self._expression(conversion.inner, item, depth=depth + 1)
-            return f"[{inner} for {item} in {source}]"
+            return Comprehension("[", inner, f"for {item} in {source}", "]")
         if isinstance(conversion, ForEachValue):
             key, value = f"key{depth or ''}", f"value{depth or ''}"
             inner = self._expression(conversion.inner, value, depth=depth + 1)
-            return f"{{{key}: {inner} for {key}, {value} in {source}.items()}}"
+            clause = f"for {key}, {value} in {source}.items()"
+            return Comprehension("{", Prefixed(f"{key}: ", inner), clause, "}")
         if isinstance(conversion, ForEachPosition):
             parts = [
                 self._expression(position, f"{source}[{i}]", depth=depth + 1)
                 for i, position in enumerate(conversion.positions)
             ]
-            if not isinstance(conversion.rest, Unchanged):
+            rest = f"{source}[{len(parts)}:]"
+            if isinstance(conversion.rest, Unchanged):
+                parts.append(Atom(f"*{rest}"))
+            else:
                 item = f"item{depth or ''}"
                 inner = self._expression(conversion.rest, item, depth=depth + 1)
-                parts.append(f"*[{inner} for {item} in {source}[{len(parts)}:]]")
-            else:
-                parts.append(f"*{source}[{len(parts)}:]")
-            return f"[{', '.join(parts)}]"
+                parts.append(Prefixed("*", Comprehension("[", inner, f"for {item} in {rest}", "]")))
+            return Display(tuple(parts))
+        if isinstance(conversion, ByTag):
+            tag = f"{source}[{_literal(conversion.field)}]"
+            branches = tuple(
+                (self._expression(case, source, depth=depth), f"{tag} == {_literal(value)}")
+                for value, case in conversion.cases
+            )
+            return Conditional(branches, Atom(source))
         if isinstance(conversion, UnlessNone):
             inner = self._expression(conversion.inner, source, depth=depth)
-            # Sources are names and subscripts and this is never an operand, so no parentheses.
-            return f"None if {source} is None else {inner}"
+            # Chains rather than nests: `None if x is None else a if c else x` reads as meant.
+            if isinstance(inner, Conditional):
+                return Conditional(
+                    ((Atom("None"), f"{source} is None"), *inner.branches), inner.otherwise
+                )
+            return Conditional(((Atom("None"), f"{source} is None"),), inner)
         raise AssertionError(f"undecided conversions are written as TODOs: {conversion!r}")
 
 
