@@ -20,6 +20,7 @@ from statevault import ops
 from statevault.backends.base import LeaseGrant
 from statevault.codec.encoding import UnknownRecord
 from statevault.codec.registry import GLOBAL_REGISTRY
+from statevault.engine.bulk import MigrationReport, RunOutcome
 from statevault.engine.checkpoints import Checkpoint
 from statevault.engine.journal import CheckpointPolicy
 from statevault.engine.leases import Lease
@@ -133,6 +134,7 @@ __all__ = [
     "LeaseHeld",
     "LeaseLost",
     "MigrationError",
+    "MigrationReport",
     "NotAVaultError",
     "Problem",
     "QuarantinedItem",
@@ -141,6 +143,7 @@ __all__ = [
     "Run",
     "RunDamage",
     "RunNotFound",
+    "RunOutcome",
     "Schema",
     "SchemaDocument",
     "SchemaError",

@@ -26,6 +26,13 @@ from statevault.codec.compression import Compression
 from statevault.codec.encoding import Codec, UnknownTypes
 from statevault.codec.registry import GLOBAL_REGISTRY, TypeRegistry
 from statevault.engine.aio import refuse_in_event_loop
+from statevault.engine.bulk import (
+    MigrationReport,
+    RunOutcome,
+    matching_runs,
+    migrate_runs,
+    undo_runs,
+)
 from statevault.engine.checkpoints import Engine
 from statevault.engine.journal import CheckpointPolicy
 from statevault.engine.leases import Lease
@@ -357,6 +364,95 @@ class Vault:
                 version=version,
             )
         return found[-1]
+
+    def migrate(
+        self,
+        name: str,
+        *,
+        to: int | None = None,
+        runs: str = "*",
+        dry_run: bool = False,
+        workers: int = 8,
+        progress: Callable[[RunOutcome], None] | None = None,
+    ) -> MigrationReport:
+        """Migrate every run of schema `name` to version `to`, each as a new checkpoint.
+
+        Each matching run's newest state is migrated in memory through the registered
+        steps (up, or down through ways back), validated against version `to`'s type,
+        and committed on top of the head it was read from. A run that fails (a missing
+        step, a raising or invalid migration, a concurrent writer) is left as it was and
+        reported; the others go on. Runs already at `to` cost one read, so running the
+        same migration again after an interruption finishes it. Each new checkpoint's
+        meta records `{"migration": {schema, from_version, to_version, from_seq}}`, and
+        `undo_migration` restores the states from before it.
+
+        Args:
+            to: the target version; its type must be registered. Default: the newest.
+            runs: a glob of run ids (`order-*`); default every run.
+            dry_run: migrate and validate in memory only; write nothing.
+            workers: threads migrating runs at once (their commits share flushes).
+            progress: called with each run's `RunOutcome` as it finishes.
+
+        Raises:
+            SchemaError: no type is registered for `to`, or the vault stored another shape
+                under (name, to).
+
+        Example:
+            >>> report = vault.migrate("order", to=3, dry_run=True)  # doctest: +SKIP
+            >>> [o.reason for o in report.failed]                     # doctest: +SKIP
+        """
+        target = self._migration_target(check_name(name), to)
+        run_ids = matching_runs(self.runs(), runs)
+        return migrate_runs(
+            self._engine,
+            self._schema_store,
+            self._schemas,
+            target,
+            run_ids,
+            dry_run=dry_run,
+            workers=workers,
+            progress=progress,
+        )
+
+    def undo_migration(
+        self,
+        name: str,
+        *,
+        runs: str = "*",
+        dry_run: bool = False,
+        workers: int = 8,
+        progress: Callable[[RunOutcome], None] | None = None,
+    ) -> MigrationReport:
+        """Restore, for each run whose newest checkpoint a migration of `name` wrote, the
+        state from before that migration, as a new checkpoint with its old version.
+
+        Runs whose newest checkpoint is not a migration are skipped (so an undo can be run
+        again). Arguments as for `migrate`.
+        """
+        return undo_runs(
+            self._engine,
+            check_name(name),
+            matching_runs(self.runs(), runs),
+            dry_run=dry_run,
+            workers=workers,
+            progress=progress,
+        )
+
+    def _migration_target(self, name: str, to: int | None) -> Schema:
+        if to is None:
+            return self._schemas.current(name)
+        target = self._schemas.get(name, to)
+        if target is None:
+            known = sorted(self._schemas.versions(name))
+            raise SchemaError(
+                f"no type is registered for schema {name!r} version {to} (registered "
+                f"versions: {', '.join(map(str, known)) or 'none'}); migrated states are "
+                f"validated against it, so register it first "
+                f"(`vault.schema({name!r}, TypeV{to}, version={to})`)",
+                schema=name,
+                version=to,
+            )
+        return target
 
     def run(
         self,

@@ -25,6 +25,7 @@ from statevault.cli.common import (
     short,
     stdout,
 )
+from statevault.cli.migrate import migrate
 from statevault.cli.schema import schema_app
 
 app = typer.Typer(
@@ -49,6 +50,7 @@ RunArg = Annotated[str, typer.Argument(metavar="RUN", help="The run id.", show_d
 JsonOpt = Annotated[bool, typer.Option("--json", help="Write JSON to stdout instead of text.")]
 
 app.add_typer(schema_app)
+app.command(name="migrate")(migrate)
 
 
 def _print_version(value: bool) -> None:
