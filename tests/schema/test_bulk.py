@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pathlib
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import msgspec
@@ -165,3 +169,55 @@ def test_a_target_without_a_type_is_refused(vault: statevault.Vault) -> None:
         statevault.SchemaError, match="no type is registered for schema 'order' version 3"
     ):
         vault.migrate("order", to=3)
+
+
+KILLER = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+import statevault
+from test_bulk import V1, V2, up
+done = []
+def kill_after_some(outcome):
+    done.append(outcome)
+    if len(done) == int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)
+with statevault.open(sys.argv[1]) as vault:
+    vault.schema("order", V1, version=1)
+    vault.schema("order", V2, version=2)
+    vault.migration("order", 1, 2)(up)
+    vault.migrate("order", workers=4, progress=kill_after_some)
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "files"])
+def test_a_killed_migration_leaves_every_run_whole_and_resumes(
+    kind: str, tmp_path: pathlib.Path
+) -> None:
+    url = str(tmp_path / "v.db") if kind == "sqlite" else f"files://{tmp_path / 'v'}"
+    with statevault.open(url) as vault:
+        vault.schema("order", V1, version=1)
+        for i in range(60):
+            vault.run(f"order-{i:02d}", schema="order").save(V1(f"order-{i:02d}", i / 4))
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, url, str(pathlib.Path(__file__).parent), "25"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    with statevault.open(url) as vault:
+        vault.schema("order", V1, version=1)
+        vault.schema("order", V2, version=2)
+        vault.migration("order", 1, 2)(up)
+        versions = {r: vault.run(r).head.schema_version for r in vault.runs()}  # type: ignore[union-attr]
+        assert set(versions.values()) <= {1, 2}
+        assert 25 <= list(versions.values()).count(2) < 60  # some migrated, not all
+        assert vault.verify().ok
+        report = vault.migrate("order")
+        assert report.ok
+        assert len(report.migrated) + len(report.current) == 60
+        assert len(report.current) == list(versions.values()).count(2)
+        for i in range(60):
+            run = vault.run(f"order-{i:02d}", schema="order")
+            assert run.load() == V2(f"order-{i:02d}", round(i / 4 * 100))
