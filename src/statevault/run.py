@@ -402,6 +402,8 @@ class Run:
                     checked = self._validated(recorder.state)[0]
                 except BaseException:
                     recorder.rollback()
+                    if base.seq == 0:
+                        self._cache = _NOTHING
                     raise
             try:
                 if operations:
