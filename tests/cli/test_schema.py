@@ -90,3 +90,11 @@ def test_list_of_a_vault_without_schemas(tmp_path: pathlib.Path) -> None:
     missing = runner.invoke(app, ["schema", "list", str(tmp_path / "absent.db")])
     assert missing.exit_code == 2
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_log_json_names_each_checkpoints_schema(tmp_path: pathlib.Path) -> None:
+    path = make_vault(tmp_path)
+    result = runner.invoke(app, ["log", path, "o-2", "--json"])
+    assert result.exit_code == 0, result.output
+    (checkpoint,) = json.loads(result.output)["checkpoints"]
+    assert (checkpoint["schema"], checkpoint["schema_version"]) == ("order", 2)

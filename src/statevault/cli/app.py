@@ -113,6 +113,8 @@ def _checkpoint_json(ckpt: statevault.Checkpoint) -> dict[str, Any]:
         "stored_bytes": ckpt.stored_bytes,
         "meta": ckpt.meta,
         "record_hash": ckpt.record_hash,
+        "schema": ckpt.schema,
+        "schema_version": ckpt.schema_version,
     }
 
 
