@@ -259,3 +259,44 @@ def test_reads_of_large_and_empty_files(tmp_path: pathlib.Path) -> None:
     fd = io.open_file(str(tmp_path / "big"))
     assert io.pread(fd, 2 << 20, 1 << 20) == big[1 << 20 : 3 << 20]
     io.close(fd)
+
+
+class _FailingCalls(FileIO):
+    """Real file operations, except that the named calls fail with EIO."""
+
+    def __init__(self, *failing: Callable[..., Any]) -> None:
+        super().__init__()
+        self.failing = set(failing)
+
+    def syscall(self, call: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        if call in self.failing:
+            if call is os.close:
+                call(*args)  # Linux frees the descriptor even when close fails
+            raise OSError(errno.EIO, f"injected {call.__name__} failure")
+        return call(*args, **kwargs)
+
+
+def test_a_directory_that_cannot_be_opened_for_its_flush_poisons(tmp_path: pathlib.Path) -> None:
+    io = _FailingCalls()
+    io.write_atomic(str(tmp_path / "f"), b"data", sync_dir=False)
+    io.failing.add(os.open)
+    # The rename is visible and may yet reach the disk: the caller must hear that its
+    # durability is unknown, not that the call failed cleanly.
+    with pytest.raises(statevault.DurabilityError, match="to flush it"):
+        io.fsync_dir(str(tmp_path))
+    assert io.poisoned
+
+
+def test_clean_up_failures_neither_fail_a_done_call_nor_hide_an_error(
+    tmp_path: pathlib.Path,
+) -> None:
+    io = _FailingCalls(os.unlink)
+    # The link is made; the temporary file cannot be removed: the call still succeeds,
+    # and the temporary file is left for the sweep at the next open.
+    assert io.create_exclusive(str(tmp_path / "f"), b"data")
+    assert io.read(str(tmp_path / "f")) == b"data"
+    # A failed flush, then a failing close and unlink while cleaning up: the flush's
+    # error is the one raised.
+    io.failing |= {os.fsync, os.close}
+    with pytest.raises(statevault.DurabilityError, match="injected fsync"):
+        io.write_temp(str(tmp_path), b"more")

@@ -441,7 +441,8 @@ class FilesBackend:
             for name in self._io.listdir(directory):
                 pid = temp_owner_pid(name)
                 if pid is not None and not pid_alive(pid):
-                    self._io.unlink(os.path.join(directory, name), missing_ok=True)
+                    # A stray that cannot be removed now is left for a later open.
+                    self._io.discard(os.path.join(directory, name))
                     crash_point(_CRASH_SWEEP)
         for name in self._io.listdir(self._trash):
             # Another process may be removing the same tree; both only remove, so the
@@ -574,7 +575,7 @@ class FilesBackend:
                 crash_point(_CRASH_OBJECTS_LINKED)
         finally:
             for temp in temps:
-                io.unlink(temp, missing_ok=True)
+                io.discard(temp)
         for fan_dir in sorted(present_dirs.union(fan_dirs)):
             # Makes the new names durable; the data under them was fsynced before they
             # existed, so a crash never leaves a name pointing at missing bytes.

@@ -106,11 +106,18 @@ class FileIO:
         self._check_poison()
         if not self.sync:
             return
-        fd = self.syscall(os.open, path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = self.syscall(os.open, path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            # The entries are not flushed either way: whoever changed them must not be
+            # told that the call failed cleanly, since the change is visible and may yet
+            # reach the disk. A flush that could not run is a failed flush.
+            self._poisoned = exc
+            raise DurabilityError(f"could not open directory {path} to flush it: {exc}") from exc
         try:
             self._flush(os.fsync, fd, f"fsync of directory {path}")
         finally:
-            self.syscall(os.close, fd)
+            self._close_quietly(fd)
 
     def db_committed(self, location: str) -> None:
         """Note that a database engine committed a transaction by its own I/O.
@@ -150,7 +157,7 @@ class FileIO:
         try:
             return self._read_fd(fd)
         finally:
-            self.syscall(os.close, fd)
+            self._close_quietly(fd)
 
     def read_prefix(self, path: str, size: int) -> bytes:
         """At most the first `size` bytes of a file."""
@@ -158,7 +165,7 @@ class FileIO:
         try:
             return self._read_fd(fd, size)
         finally:
-            self.syscall(os.close, fd)
+            self._close_quietly(fd)
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         """Up to `size` bytes at `offset` of an open file (fewer at its end)."""
@@ -200,7 +207,7 @@ class FileIO:
                 try:
                     found[name] = self._read_fd(fd)
                 finally:
-                    self.syscall(os.close, fd)
+                    self._close_quietly(fd)
             try:
                 still_there = os.path.samestat(
                     self.syscall(os.fstat, dir_fd), self.syscall(os.stat, directory)
@@ -209,7 +216,7 @@ class FileIO:
                 still_there = False
             return found if still_there else None
         finally:
-            self.syscall(os.close, dir_fd)
+            self._close_quietly(dir_fd)
 
     def exists(self, path: str) -> bool:
         return self.syscall(os.path.lexists, path)
@@ -264,6 +271,13 @@ class FileIO:
     def close(self, fd: int) -> None:
         self.syscall(os.close, fd)
 
+    def _close_quietly(self, fd: int) -> None:
+        """Close after a read, or while another error is on its way: Linux frees the
+        descriptor even when close reports an error, which would only hide the data
+        read or the error that matters."""
+        with suppress(OSError):
+            self.syscall(os.close, fd)
+
     def rename(self, src: str, dst: str) -> None:
         """Atomically replace `dst` by `src` (durable after `fsync_dir` of dst's parent)."""
         self._check_poison()
@@ -285,6 +299,16 @@ class FileIO:
         except FileNotFoundError:
             if not missing_ok:
                 raise
+
+    def discard(self, path: str) -> None:
+        """Remove a temporary file if it can be; never raises.
+
+        For clean-up: a failure to remove a temporary file must neither fail a call
+        that has done its work (its commit is in place) nor hide the error of one that
+        failed. A file left behind is a stray that the next open sweeps away.
+        """
+        with suppress(OSError):
+            self.syscall(os.unlink, path)
 
     def create_dir(self, path: str) -> bool:
         """Create one directory (its parent must exist); True if this call created it."""
@@ -332,10 +356,14 @@ class FileIO:
             self.write_all(fd, data)
             self.fsync(fd)
         except BaseException:
-            self.close(fd)
-            self.unlink(path, missing_ok=True)
+            self._close_quietly(fd)
+            self.discard(path)
             raise
-        self.close(fd)
+        try:
+            self.close(fd)
+        except BaseException:
+            self.discard(path)
+            raise
         return path
 
     def write_atomic(
@@ -360,7 +388,7 @@ class FileIO:
         try:
             self.rename(temp, path)
         except BaseException:
-            self.unlink(temp, missing_ok=True)
+            self.discard(temp)
             raise
         if sync_dir:
             self.fsync_dir(directory)
@@ -377,7 +405,7 @@ class FileIO:
         try:
             return self.link(temp, path)
         finally:
-            self.unlink(temp, missing_ok=True)
+            self.discard(temp)
 
     def mkdir(self, path: str, *, sync_parent: bool = True) -> bool:
         """Create a directory (parents must exist); True if this call created it."""
@@ -424,7 +452,7 @@ class FileIO:
                     continue
             yield
         finally:
-            self.syscall(os.close, fd)
+            self._close_quietly(fd)
 
 
 def pid_alive(pid: int) -> bool:
