@@ -37,6 +37,7 @@ from statevault.errors import (
     RunNotFound,
     SchemaError,
     SchemaValidationError,
+    StorageError,
 )
 from statevault.faults import crash_point, register
 from statevault.schema.migrate import migrate_plain
@@ -499,11 +500,12 @@ class Run:
         checkpoint = self._engine.checkpoint(record, head.record_hash)
         if self._since.due(self._policy):
             crash_point(_CRASH_BEFORE_FOLD)
-            # Another writer may have moved on, or this handle's lease lapsed: the fold
-            # is only an optimization, and the delta is committed already, so its caller
-            # must not hear of a failure (it would retry, and the change would land
-            # twice). The handle's next commit meets the same refusal and says so.
-            with suppress(ConflictError, LeaseError):
+            # Another writer may have moved on, this handle's lease lapsed, or the
+            # storage failed: the fold is only an optimization, and the delta is
+            # committed already, so its caller must not hear of a failure (it would
+            # retry, and the change would land twice). The handle's next commit meets
+            # the same refusal, or folds then, and says so.
+            with suppress(ConflictError, LeaseError, StorageError):
                 self._commit_state(self._cache, meta=None, kind=KIND_FOLD)
         return checkpoint
 
