@@ -83,9 +83,12 @@ class Model:
     fold_every: int = CheckpointPolicy().records
     runs: dict[str, _RunModel] = field(default_factory=dict)
 
-    def step(self, step: Step) -> list[View]:
+    def step(self, step: Step, *, fold: bool = True) -> list[View]:
         """Apply `step`; return the views a crash inside it may leave besides the
-        ones before and after it (a delta committed, its automatic fold not yet)."""
+        ones before and after it (a delta committed, its automatic fold not yet).
+
+        `fold=False`: the step's delta without the automatic fold that follows it.
+        """
         run = self.runs.get(step.run)
         if step.kind == "save":
             self.runs[step.run] = _RunModel((run.seq if run else 0) + 1, saved_state(step.n))
@@ -100,7 +103,7 @@ class Model:
                 _apply_change(run.state, step.n)
             run.seq += 1
             run.deltas += 1
-            if run.deltas >= self.fold_every:
+            if fold and run.deltas >= self.fold_every:
                 between = self.view()
                 run.seq += 1
                 run.deltas = 0
@@ -203,14 +206,12 @@ class Recorded:
         return f"the model after {acked}..{issued} steps", views
 
 
-def record(
-    steps: Sequence[Step], *, populated: bool, workdir: str, fold_every: int | None = None
-) -> Recorded:
-    """Run `steps` on a files vault in `workdir` (an empty directory) and record them.
+def prepare(disk: str, *, populated: bool, fold_every: int | None = None) -> Model:
+    """Make `disk` (absent) the start of a workload: an empty directory, or one holding
+    the populated vault `VAULT`. Returns the model of what it holds.
 
     `fold_every`: the vault's `CheckpointPolicy(records=...)` (default: the default).
     """
-    disk = os.path.join(workdir, "disk")
     model = Model(fold_every=fold_every or CheckpointPolicy().records)
     if populated:
         image, view = _populated()
@@ -221,6 +222,15 @@ def record(
         model.runs["a"].deltas = 1  # POPULATE ends run a with a transaction
     else:
         os.makedirs(disk)
+    return model
+
+
+def record(
+    steps: Sequence[Step], *, populated: bool, workdir: str, fold_every: int | None = None
+) -> Recorded:
+    """Run `steps` on a files vault in `workdir` (an empty directory) and record them."""
+    disk = os.path.join(workdir, "disk")
+    model = prepare(disk, populated=populated, fold_every=fold_every)
     url = f"files://{os.path.join(disk, VAULT)}"
     policy = CheckpointPolicy(records=model.fold_every)
     io = RecordingFileIO(disk)
@@ -255,7 +265,16 @@ class Outcome:
         if self.error is not None:
             return self.error
         assert self.view is not None
-        return "{" + ", ".join(f"{r}: seq {s}" for r, (s, _) in sorted(self.view.items())) + "}"
+        return summary(self.view)
+
+
+def summary(view: View) -> str:
+    """A view in a line: each run's seq, step and log (the blobs follow from the log)."""
+    runs = (
+        f"{run}: seq {seq} step {state.get('step')} log {state.get('log')}"
+        for run, (seq, state) in sorted(view.items())
+    )
+    return "{" + "; ".join(runs) + "}"
 
 
 def recover(directory: str, *, fileio: FileIO | None = None) -> Outcome:
