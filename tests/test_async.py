@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -153,3 +154,41 @@ def test_sync_api_still_works_off_the_loop(vault_url: str) -> None:
         return await asyncio.to_thread(blocking)
 
     assert asyncio.run(main()) == {"from": "thread"}
+
+
+def test_cancelled_atransaction_commits_nothing_and_frees_the_handle(vault_url: str) -> None:
+    """A task cancelled while its transaction waits to begin leaves no thread holding the run."""
+
+    async def main() -> None:
+        async with await statevault.open_async(vault_url) as vault:
+            run = vault.run("r")
+            await run.asave({"n": 0})
+            busy = asyncio.Event()
+            finish = threading.Event()
+
+            def hold_the_handle() -> None:
+                with run.transaction() as s:  # holds the handle until told to finish
+                    s["n"] = 1
+                    loop.call_soon_threadsafe(busy.set)
+                    finish.wait(10)
+
+            loop = asyncio.get_running_loop()
+            holder = asyncio.create_task(asyncio.to_thread(hold_the_handle))
+            await busy.wait()
+
+            async def change() -> None:
+                async with run.atransaction() as s:
+                    s["n"] = 99
+
+            waiting = asyncio.create_task(change())
+            await asyncio.sleep(0.1)  # blocked: the other transaction holds the handle
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            finish.set()
+            await holder
+            async with run.atransaction() as s:  # the handle is free again
+                s["n"] += 1
+            assert await vault.run("r").aload() == {"n": 2}
+
+    asyncio.run(main())
