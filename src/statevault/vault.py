@@ -591,6 +591,31 @@ class Vault:
         """`verify`, awaited."""
         return await self._engine.offload(self.verify)
 
+    async def amigrate(
+        self,
+        name: str,
+        *,
+        to: int | None = None,
+        runs: str = "*",
+        dry_run: bool = False,
+        workers: int = 8,
+        progress: Callable[[RunOutcome], None] | None = None,
+    ) -> MigrationReport:
+        """`migrate`, awaited (`progress` is called from a worker thread)."""
+        return await self._engine.offload(
+            lambda: self.migrate(
+                name, to=to, runs=runs, dry_run=dry_run, workers=workers, progress=progress
+            )
+        )
+
+    async def aundo_migration(
+        self, name: str, *, runs: str = "*", dry_run: bool = False, workers: int = 8
+    ) -> MigrationReport:
+        """`undo_migration`, awaited."""
+        return await self._engine.offload(
+            lambda: self.undo_migration(name, runs=runs, dry_run=dry_run, workers=workers)
+        )
+
     async def arepair(self, run: str | None = None, *, dry_run: bool = False) -> RepairReport:
         """`repair`, awaited."""
         return await self._engine.offload(lambda: self.repair(run, dry_run=dry_run))

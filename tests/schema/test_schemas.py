@@ -405,3 +405,41 @@ def test_a_changed_type_under_a_stored_version_is_refused(
         statevault.schema("order-module-level-test-stored", OrderRetyped, version=1)
         with pytest.raises(statevault.SchemaError, match="differs from the one this vault stored"):
             vault.run("m", schema="order-module-level-test-stored")
+
+
+def test_a_damaged_schema_document_is_found_by_verify_and_refused(tmp_path: Any) -> None:
+    import sqlite3  # noqa: PLC0415
+
+    path = str(tmp_path / "v.db")
+    with statevault.open(path) as vault:
+        vault.schema("order", Order, version=1)
+        vault.run("o", schema="order").save(Order("o", [], 1))
+        assert vault.verify().ok
+    with sqlite3.connect(path) as db:
+        (value,) = db.execute(
+            "SELECT value FROM statevault_meta WHERE key = 'schema:order:1'"
+        ).fetchone()
+        damaged = bytearray(value)
+        damaged[len(damaged) // 2] ^= 0x01
+        db.execute(
+            "UPDATE statevault_meta SET value = ? WHERE key = 'schema:order:1'", (bytes(damaged),)
+        )
+    with statevault.open(path) as vault:
+        report = vault.verify()
+        assert not report.ok
+        (problem,) = report.problems
+        assert problem.kind == "schema"
+        assert "schema:order:1" in str(problem)
+        with pytest.raises(statevault.CorruptionError, match="schema:order:1"):
+            vault.stored_schemas()
+        with pytest.raises(statevault.CorruptionError):
+            vault.schema("order", Order, version=1)
+        assert vault.run("o").load() == {
+            "id": "o",
+            "items": [],
+            "total_cents": 1,
+            "status": "open",
+            "placed": None,
+        }
+        repair = vault.repair(dry_run=True)
+        assert [p.kind for p in repair.unrepaired] == ["schema"]

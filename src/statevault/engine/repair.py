@@ -155,7 +155,11 @@ def repair(engine: Engine, *, run_id: str | None = None, dry_run: bool = False) 
         if p.run_id is not None and p.run_id in {d.run_id for d in runs if not d.repairable}
     ]
     if run_id is None:
-        unrepaired += [p for p in before.problems if p.kind == "storage" and p.run_id is None]
+        # Damage outside runs (unreadable storage, a damaged schema document) is not
+        # something a roll-back can fix: it is reported as left unrepaired.
+        unrepaired += [
+            p for p in before.problems if p.kind in ("storage", "schema") and p.run_id is None
+        ]
     plan = [d for d in sorted(runs, key=lambda d: d.run_id) if d.repairable and d.lost]
     objects = _objects_to_quarantine(before, run_id)
     rolled_back: list[RolledBack] = []

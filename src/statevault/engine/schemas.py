@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 
 from statevault.backends.base import Backend
-from statevault.errors import SchemaError, short_digest
+from statevault.errors import CorruptionError, SchemaError, UnsupportedFormatError, short_digest
 from statevault.schema.documents import (
     KEY_PREFIX,
     SchemaDocument,
@@ -97,6 +97,19 @@ class SchemaStore:
                 assert stored is not None
             _compare(stored, schema, fingerprint)
             self._confirmed[key] = fingerprint
+
+
+def damaged_documents(backend: Backend) -> list[tuple[str, str]]:
+    """(metadata key, what is wrong) for each stored schema document that fails to verify."""
+    found = []
+    for key, value in backend.get_meta().items():
+        if not _is_key(key):
+            continue
+        try:
+            decode_document(key, value)
+        except (CorruptionError, UnsupportedFormatError) as exc:
+            found.append((key, str(exc)))
+    return sorted(found)
 
 
 def _is_key(key: str) -> bool:

@@ -24,6 +24,7 @@ from statevault.codec.encoding import Codec
 from statevault.codec.envelope import unpack
 from statevault.engine.checkpoints import Engine
 from statevault.engine.records import CheckpointRecord, open_record
+from statevault.engine.schemas import damaged_documents
 from statevault.errors import StateVaultError
 from statevault.tree.read import check_value, unpack_node
 
@@ -37,7 +38,8 @@ class Problem:
     Attributes:
         kind: "record" (checksum or format), "chain" (history broken or reordered),
             "missing-checkpoint", "missing-object", "object" (digest or format) or
-            "storage" (the backend could not read something at all).
+            "storage" (the backend could not read something at all) or "schema" (a stored
+            schema document fails its hash).
         run_id, seq, digest: where, when known (digest in hex).
         message: a sentence for people.
         consequence: what the damage costs, and what `statevault repair` would do.
@@ -350,6 +352,18 @@ def verify(engine: Engine) -> VerifyReport:
     verifier.walk_trees()
     verifier.report_damaged()
     unreferenced = verifier.check_objects()
+    for key, message in damaged_documents(engine.backend):
+        verifier.problems.append(
+            Problem(
+                "schema",
+                f"schema document {key!r}: {message}",
+                consequence=(
+                    "The runs' states are unaffected, but the vault no longer explains this "
+                    "schema version; saving a state with it will fail until the document is "
+                    "restored from a backup."
+                ),
+            )
+        )
     damage = verifier.damaged_runs()
     problems = sorted(
         (replace(p, consequence=_consequence(p, damage)) for p in verifier.problems),
