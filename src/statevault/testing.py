@@ -624,6 +624,27 @@ class VaultConformance:
                         stale.save({"by": "stale again"}, force=True)
             assert vault.run("r").load() == {"by": "successor"}
 
+    def test_watch_reports_commits(self, url: str) -> None:
+        """`Vault.watch` sees every commit after it started, also from another thread."""
+        with statevault.open(url) as vault:
+            vault.run("w").save({"i": 0})
+            with vault.watch(prefix="w", poll=0.02, timeout=2) as feed:
+
+                def commit() -> None:
+                    run = vault.run("w")
+                    for i in range(1, 6):
+                        run.save({"i": i}, force=True)
+
+                writer = threading.Thread(target=commit)
+                writer.start()
+                seen = []
+                for checkpoint in feed:
+                    seen.append(checkpoint.seq)
+                    if len(seen) == 5:
+                        feed.stop()
+                writer.join()
+            assert seen == [2, 3, 4, 5, 6]
+
     def test_conflict_and_force(self, url: str) -> None:
         with statevault.open(url) as vault:
             a = vault.run("r")
