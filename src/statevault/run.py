@@ -682,9 +682,17 @@ class Run:
                 f"schema={tag[0]!r}, or without a schema to read it as stored.",
                 schema=schema.name,
             )
+
+        def reload() -> Any:  # a fresh copy, only to explain a failed migration
+            return materialize(self._engine, self._id, self._record_at(seq)[0], newer=[]).state
+
         try:
             return migrate_plain(
-                binding.registry, schema, found.state, None if tag is None else tag[1]
+                binding.registry,
+                schema,
+                found.state,
+                None if tag is None else tag[1],
+                reload=reload,
             )[0]
         except SchemaValidationError as exc:
             raise exc.located(run_id=self._id, seq=seq, hint=_STORED_INTACT) from None

@@ -188,3 +188,32 @@ def test_module_level_registrations_apply_to_every_vault(
     statevault.schema(name, Point2, version=2)
     statevault.migration(name, 1, 2)(add_y)
     assert vault.run("p", schema=name).load() == Point2(3, -1)
+
+
+def test_the_first_invalid_step_is_named_when_types_in_between_are_known(
+    vault: statevault.Vault,
+) -> None:
+    save_v1(vault, "o", 1.0)
+    with vault.run("o", schema="order").transaction() as order:  # a delta to replay too
+        order.total = 2.5
+    vault.schema("order", OrderV2, version=2)
+    vault.schema("order", OrderV3, version=3)
+
+    @vault.migration("order", 1, 2)
+    def sloppy(state: dict[str, Any]) -> dict[str, Any]:
+        state["total_cents"] = state.pop("total") * 100  # a float: not valid in version 2
+        return state
+
+    @vault.migration("order", 2, 3)
+    def currency(state: dict[str, Any]) -> dict[str, Any]:
+        state["currency"] = "EUR"
+        return state
+
+    with pytest.raises(statevault.MigrationError) as caught:
+        vault.run("o", schema="order").load()
+    err = caught.value
+    assert (err.seq, err.source, err.target, err.step) == (2, 1, 3, (1, 2))
+    assert err.function is not None
+    assert err.function.endswith("sloppy")
+    assert "does not match version 2: at $.total_cents expected int" in str(err)
+    assert "found float 250.0" in str(err)

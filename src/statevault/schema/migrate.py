@@ -8,6 +8,7 @@ stays as it was until the next save.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from statevault.errors import MigrationError, SchemaValidationError
@@ -79,7 +80,12 @@ def run_steps(steps: list[Migration], state: Any, *, source: int, target: int) -
 
 
 def migrate_plain(
-    registry: SchemaRegistry, schema: Schema, state: Any, source: int | None
+    registry: SchemaRegistry,
+    schema: Schema,
+    state: Any,
+    source: int | None,
+    *,
+    reload: Callable[[], Any] | None = None,
 ) -> tuple[Any, Any]:
     """Bring a stored plain state of version `source` to `schema`'s version.
 
@@ -87,12 +93,17 @@ def migrate_plain(
     with no recorded version (saved by a handle without a schema) is taken to be of
     `schema`'s version already.
 
+    Only the final result is validated, so a chain costs its steps and one conversion.
+    When that fails and types of versions in between are registered, `reload` (a fresh
+    copy of the stored state) lets the chain run again, validating after each step,
+    to name the first step whose result does not match its version.
+
     Returns:
         (typed value, plain form of the result before validation).
 
     Raises:
         MigrationError: a step is missing, raised, returned None, or its result does
-            not validate (then the last step is named).
+            not validate (the first invalid step found is named, else the last step).
         SchemaValidationError: a state stored at `schema`'s version (or unversioned)
             does not validate.
     """
@@ -106,14 +117,40 @@ def migrate_plain(
     try:
         return schema.from_plain(state), state
     except SchemaValidationError as exc:
-        last = steps[-1]
+        failing, problem = steps[-1], exc
+        if reload is not None:
+            failing, problem = _first_invalid(
+                registry, steps, reload(), source=source, target=target, final=exc
+            )
         raise MigrationError(
-            f"its result does not match version {target}: at {exc.path} expected "
-            f"{exc.expected}, found {exc.found}",
+            f"its result does not match version {failing.target}: at {problem.path} expected "
+            f"{problem.expected}, found {problem.found}",
             schema=schema.name,
             source=source,
             target=target,
-            step=(last.source, last.target),
-            function=last.label,
+            step=(failing.source, failing.target),
+            function=failing.label,
             hint="fix the migration; the stored state is unchanged",
-        ) from exc
+        ) from problem
+
+
+def _first_invalid(
+    registry: SchemaRegistry,
+    steps: list[Migration],
+    state: Any,
+    *,
+    source: int,
+    target: int,
+    final: SchemaValidationError,
+) -> tuple[Migration, SchemaValidationError]:
+    """The first step whose result fails its version's registered type (slow; on failure)."""
+    for step in steps[:-1]:
+        state = run_steps([step], state, source=source, target=target)
+        between = registry.get(step.name, step.target)
+        if between is None:
+            continue
+        try:
+            between.from_plain(between.to_plain(state))
+        except SchemaValidationError as exc:
+            return step, exc
+    return steps[-1], final
