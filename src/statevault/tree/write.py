@@ -351,13 +351,23 @@ class TreeWriter:
         must be at an index past its last chunk's start (items before it then neither
         changed nor moved). Anything else, or a change at a path above the list, and
         the whole list is encoded again.
+
+        When every change lies past the memo's end (the list was only appended to), the
+        last chunk is kept too, closed where the list ended, and the new items start a
+        chunk of their own: a journal that only appends then stores each item in one
+        chunk once, instead of rewriting the open last chunk at every fold. The price
+        is that the list's cuts depend on when it was folded, so a whole `save` of the
+        same list cuts it by content alone and shares fewer chunks with it. A last
+        chunk under CHUNK_MIN is reopened rather than kept, so folds of a slowly
+        growing list do not leave a trail of small chunks.
         """
         if self._memo_in is None:
             return None
         memo = self._memo_in.get(path)
-        if memo is None or len(memo.chunks) < 2:
+        if memo is None or not memo.chunks:
             return None
         stable = memo.count - memo.chunks[-1][1]
+        lowest = memo.count  # the lowest index a change touched (or moved)
         depth = len(path)
         for op in self._changes:
             where = op.path
@@ -372,7 +382,12 @@ class TreeWriter:
             index = where[depth]
             if type(index) is not int or index < stable:
                 return None
+            lowest = min(lowest, index)
         if count < stable:
+            return None
+        if lowest >= memo.count and count >= memo.count and memo.chunks[-1][2] >= CHUNK_MIN:
+            return memo.chunks, memo.large
+        if len(memo.chunks) < 2:
             return None
         return memo.chunks[:-1], memo.large
 
