@@ -13,7 +13,7 @@ from statevault import ops as ops_module
 from statevault import paths
 from statevault.backends.base import LeaseGrant, check_run_id, check_write_lease
 from statevault.engine.aio import ThreadedContext, in_event_loop, refuse_in_event_loop
-from statevault.engine.checkpoints import NO_HEAD, Checkpoint, Engine, Head
+from statevault.engine.checkpoints import DICTIONARY_LIMIT, NO_HEAD, Checkpoint, Engine, Head
 from statevault.engine.journal import (
     KIND_FOLD,
     KIND_STATE,
@@ -27,7 +27,7 @@ from statevault.engine.journal import (
     read_newest,
 )
 from statevault.engine.leases import Lease, aacquire, acquire
-from statevault.engine.records import SchemaTag, open_record
+from statevault.engine.records import CheckpointRecord, SchemaTag, open_record
 from statevault.engine.schemas import SchemaStore
 from statevault.errors import (
     CheckpointNotFound,
@@ -37,6 +37,7 @@ from statevault.errors import (
     RunNotFound,
     SchemaError,
     SchemaValidationError,
+    StateVaultError,
     StorageError,
 )
 from statevault.faults import crash_point, register
@@ -47,7 +48,6 @@ from statevault.tree.lazy import LazyState
 from statevault.tree.read import PathReader
 
 if TYPE_CHECKING:
-    from statevault.engine.records import CheckpointRecord
     from statevault.tree import WrittenTree
     from statevault.tree.write import Memo
 
@@ -59,6 +59,19 @@ def _overlaps(changed: tuple[Any, ...] | list[Any], wanted: list[Any]) -> bool:
     `"17"` count as the same, which can only make the answer more cautious).
     """
     return all(a == b or str(a) == str(b) for a, b in zip(changed, wanted, strict=False))
+
+
+def _journal_of(
+    newest: list[tuple[CheckpointRecord, bytes]],
+) -> list[tuple[CheckpointRecord, bytes]]:
+    """The delta entries at the head of `newest` (newest first), oldest first."""
+    journal = []
+    for record, sealed in newest:
+        if record.kind in STATE_KINDS:
+            break
+        journal.append((record, sealed))
+    journal.reverse()
+    return journal
 
 
 class _Missing:
@@ -149,6 +162,10 @@ class Run:
         self._changes: list[ops_module.Op] = []
         # The lease this handle holds (`lease()`): its commits carry the fencing token.
         self._lease: Lease | None = None
+        # The delta entries after the known head's last state entry, as (record, stored
+        # bytes), as far as this handle knows them: the next state entry it commits
+        # re-encodes them against itself (`Engine.relocate`).
+        self._journal: list[tuple[CheckpointRecord, bytes]] = []
 
     @property
     def id(self) -> str:
@@ -212,7 +229,9 @@ class Run:
             self._binding.store.ensure(self._binding.schema)
             tag = self._binding.tag
         with self._lock:
-            tree = self._engine.encode_state(state, known=self._known_objects)
+            tree = self._engine.encode_state(
+                state, known=self._known_objects, fresh_limit=self._fresh_limit()
+            )
             if not force:
                 record, head = self._engine.commit(
                     self._id,
@@ -230,6 +249,7 @@ class Run:
             self._cache = _NOTHING  # the caller owns `state`; it may change it later
             self._since = Since().after(record)
             self._memo, self._changes = tree.memo, []
+            self._relocate(tree, record)
         return self._engine.checkpoint(record, head.record_hash)
 
     def _commit_forced(
@@ -495,6 +515,7 @@ class Run:
             schema=tag,
         )
         self._changes.extend(operations)
+        self._journal.append((record, head.sealed))
         self._known = head
         self._since = self._since.after(record)
         checkpoint = self._engine.checkpoint(record, head.record_hash)
@@ -519,7 +540,11 @@ class Run:
             if not self._binding.schema.paths_match:
                 memo, changes = None, []  # recorded paths are not the plain form's
         tree = self._engine.encode_state(
-            state, known=self._known_objects, memo=memo, changes=changes
+            state,
+            known=self._known_objects,
+            memo=memo,
+            changes=changes,
+            fresh_limit=self._fresh_limit(),
         )
         record, head = self._engine.commit(
             self._id,
@@ -535,7 +560,24 @@ class Run:
         self._known_objects = frozenset(tree.digests)
         self._since = Since().after(record)
         self._memo, self._changes = tree.memo, []
+        self._relocate(tree, record)
         return self._engine.checkpoint(record, head.record_hash)
+
+    def _fresh_limit(self) -> int:
+        """How much of a state entry's new nodes to keep for `_relocate` (lock held)."""
+        return DICTIONARY_LIMIT if self._journal else 0
+
+    def _relocate(self, tree: WrittenTree, record: CheckpointRecord) -> None:
+        """Re-encode the journal entries before `record` against its tree (lock held).
+
+        Only an optimization of storage: the entries are valid as they are, so a
+        failure here (the disk, another writer's repair) is not the caller's error,
+        whose commit has already succeeded.
+        """
+        journal = [(r, sealed) for r, sealed in self._journal if r.seq < record.seq]
+        self._journal = []
+        with suppress(StateVaultError):
+            self._engine.relocate(self._id, journal, tree.fresh)
 
     def _after_failed_commit(self, exc: BaseException) -> None:
         """Drop state that was never committed; after a conflict, adopt the newer head,
@@ -573,7 +615,7 @@ class Run:
         expected = self._known
         if not newest:
             self._known, self._cache, self._since = NO_HEAD, _NOTHING, Since()
-            self._memo, self._changes = None, []
+            self._memo, self._changes, self._journal = None, [], []
             if expected.seq != 0:
                 self._check_lease_current()
                 raise ConflictError(self._id, expected=expected.seq, actual=0)
@@ -588,6 +630,7 @@ class Run:
         self._cache = state
         self._since = found.since
         self._stored_tag = found.base.schema_tag
+        self._journal = _journal_of(newest)
         if self._known != expected:
             self._memo, self._changes = None, []
             self._check_lease_current()
@@ -654,6 +697,7 @@ class Run:
                 self._cache = _NOTHING  # `state` goes to the caller
                 self._since = found.since
                 self._stored_tag = found.base.schema_tag
+                self._journal = _journal_of(newest)
             return state
         record, _ = self._record_at(at)
         found = materialize(self._engine, self._id, record, newer=[])
@@ -755,7 +799,10 @@ class Run:
                     )
                 found = stored[0]
             record = found
-        touched = (op.path for delta in deltas for op in delta_ops(self._engine, delta))
+        dictionaries = self._engine.dictionaries()
+        touched = (
+            op.path for delta in deltas for op in delta_ops(self._engine, delta, dictionaries)
+        )
         if any(_overlaps(path, keys) for path in touched):
             state = materialize(self._engine, self._id, newest[0], newer=newest[1:]).state
             return paths.lookup(state, keys)

@@ -18,9 +18,11 @@ Needs pytest; statevault itself does not.
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 import os
 import pathlib
+import random
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -29,7 +31,13 @@ from typing import Any
 import pytest
 
 import statevault
-from statevault.backends.base import Backend, NotifyingBackend, StoredCheckpoint, initial_meta
+from statevault.backends.base import (
+    Backend,
+    NotifyingBackend,
+    RewritingBackend,
+    StoredCheckpoint,
+    initial_meta,
+)
 from statevault.errors import (
     ConflictError,
     InvalidRunIdError,
@@ -522,6 +530,57 @@ class BackendConformance:
         assert not overlaps
         assert grants and len(set(grants)) == len(grants)
 
+    # -- rewriting records ---------------------------------------------------------------
+    @pytest.fixture
+    def rewriting(self, backend: Backend) -> RewritingBackend:
+        if not backend.capabilities.rewrite_records:
+            pytest.skip("this backend does not claim rewrite_records")
+        assert isinstance(backend, RewritingBackend)
+        return backend
+
+    def test_rewrite_replaces_records_below_the_head(self, rewriting: RewritingBackend) -> None:
+        for seq in range(1, 4):
+            rewriting.commit_checkpoint("r", seq, b"old%d" % seq, expected_head=seq - 1)
+        done = rewriting.rewrite_records(
+            "r",
+            [(1, b"old1", b"new1"), (2, b"stale", b"new2"), (3, b"old3", b"new3")],
+            objects=[(_digest(7), b"dictionary")],
+        )
+        # 2: not the bytes the caller read; 3: the head, which writers compare against.
+        assert done == 1
+        assert [c.record for c in rewriting.read_checkpoints("r", newest_first=False)] == [
+            b"new1",
+            b"old2",
+            b"old3",
+        ]
+        assert rewriting.get_objects([_digest(7)]) == {_digest(7): b"dictionary"}
+        rewriting.commit_checkpoint("r", 4, b"old4", expected_head=3, expected_record=b"old3")
+        assert rewriting.rewrite_records("r", [(3, b"old3", b"new3")]) == 1
+        assert rewriting.read_checkpoint("r", 3) == b"new3"
+        assert rewriting.rewrite_records("missing", [(1, b"x", b"y")]) == 0
+
+    def test_rewrite_lasts(self, rewriting: RewritingBackend, location: pathlib.Path) -> None:
+        if not self.reopens:
+            pytest.skip("this backend does not persist")
+        rewriting.commit_checkpoint("r", 1, b"old1", expected_head=0)
+        rewriting.commit_checkpoint("r", 2, b"old2", expected_head=1)
+        assert rewriting.rewrite_records("r", [(1, b"old1", b"new1")]) == 1
+        rewriting.close()
+        reopened = self.open_backend(location, initial_meta={})
+        try:
+            assert reopened.read_checkpoint("r", 1) == b"new1"
+            assert reopened.head("r") == 2
+        finally:
+            reopened.close()
+
+    def test_rewrite_checks_its_arguments(self, rewriting: RewritingBackend) -> None:
+        rewriting.commit_checkpoint("r", 1, b"a", expected_head=0)
+        with pytest.raises(ValueError, match="seq"):
+            rewriting.rewrite_records("r", [(0, b"a", b"b")])
+        with pytest.raises(TypeError):
+            rewriting.rewrite_records("r", [(1, "a", b"b")])  # type: ignore[list-item]
+        assert rewriting.read_checkpoint("r", 1) == b"a"
+
     # -- notification -------------------------------------------------------------------
     def test_listeners_wake_on_commit(self, backend: Backend) -> None:
         if not backend.capabilities.notify:
@@ -545,6 +604,13 @@ class BackendConformance:
 # -- vault level -----------------------------------------------------------------------
 
 SHARED_RUN = "shared"
+
+
+def _record_bytes(vault: statevault.Vault, run_id: str, seq: int) -> bytes:
+    """A record's stored bytes, read through the vault's backend."""
+    record = vault._backend.read_checkpoint(run_id, seq)
+    assert record is not None
+    return record
 
 
 def _hammer(url: str, worker: int, saves: int, out: Any) -> None:
@@ -694,6 +760,64 @@ class VaultConformance:
             assert report.ok, report.problems
         finally:
             vault.close()
+
+    def test_journal_is_relocated_into_its_folds(self, url: str) -> None:
+        """Deltas are re-encoded against the fold after them: smaller, same history."""
+        words = [
+            "order",
+            "ship",
+            "agent",
+            "tool",
+            "retry",
+            "queue",
+            "price",
+            "wait",
+            "plan",
+            "check",
+            "send",
+            "read",
+        ]
+        rnd = random.Random(5)
+        messages = [
+            {"i": i, "text": " ".join(rnd.choice(words) for _ in range(800))} for i in range(30)
+        ]
+        policy = statevault.CheckpointPolicy(records=10)
+        with statevault.open(url, policy=policy) as vault:
+            run = vault.run("chat")
+            run.save({"messages": [], "step": 0})
+            expected: list[dict[str, Any]] = [{"messages": [], "step": 0}]
+            before: dict[int, int] = {}
+            for message in messages:
+                with run.transaction() as s:
+                    s["messages"].append(message)
+                    s["step"] += 1
+                for entry in run.checkpoints(limit=2):
+                    if entry.kind == "delta" and entry.seq not in before:
+                        before[entry.seq] = len(_record_bytes(vault, "chat", entry.seq))
+                expected.append(copy.deepcopy(expected[-1]))
+                expected[-1]["messages"].append(message)
+                expected[-1]["step"] += 1
+            checkpoints = list(reversed(run.checkpoints()))
+            folded = {c.seq for c in checkpoints if c.kind == "fold"}
+            # Every entry still loads as the state after it; a fold repeats its delta.
+            step = 0
+            for checkpoint in checkpoints:
+                if checkpoint.kind != "fold":
+                    step = checkpoint.seq - 1 - sum(1 for f in folded if f < checkpoint.seq)
+                assert run.load(at=checkpoint.seq) == expected[step]
+            hashes = [c.record_hash for c in checkpoints]
+            report = vault.verify()
+            assert report.ok, report.problems
+            last_fold = max(folded)
+            plain = max(before.values())
+            relocated = [
+                seq
+                for seq in before
+                if seq < last_fold and len(_record_bytes(vault, "chat", seq)) < plain / 2
+            ]
+            if vault._backend.capabilities.rewrite_records:
+                assert relocated == [seq for seq in before if seq < last_fold]
+            assert [c.record_hash for c in reversed(run.checkpoints())] == hashes
 
     def test_multi_process_no_lost_update(self, url: str) -> None:
         """N processes save to their own runs and race on a shared one.

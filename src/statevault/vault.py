@@ -49,13 +49,16 @@ from statevault.schema.types import Schema, check_name
 T = TypeVar("T", bound=type[Any])
 F = TypeVar("F", bound=MigrationFunction)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The vault format this version writes and the newest it reads.
 
 1: each checkpoint's state is one object. 2: states are trees of objects
-(`statevault.tree`). A vault keeps the format it was created with: format-1 vaults
-are read and written as format 1, so the statevault that made them can still read
-them; nothing is upgraded behind the user's back."""
+(`statevault.tree`). 3: records are sealed apart from their inline envelope, so a
+journal entry's operations can be re-encoded against the fold after it
+(`statevault.engine.records`, `Engine.relocate`). A vault keeps the format it was
+created with: a format-1 or format-2 vault is read and written in its own format, so
+the statevault that made it can still read it; nothing is upgraded behind the user's
+back."""
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 

@@ -4,15 +4,20 @@ Run once per released vault format and files-backend layout (`python
 tests/data/make_golden.py`): it writes only the vaults that are missing. Never
 regenerate an existing one: they stand for vaults users already have.
 `tests/test_golden.py` loads every one of them with the current code.
+
+`--chat` writes vaults of run `chat` alone into `golden/chat/`, for formats whose
+golden vaults predate that run: run it with that format's statevault on the path.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import decimal
 import enum
 import pathlib
+import random
 import shutil
 import sqlite3
 import sys
@@ -111,6 +116,39 @@ def write_journal(vault: statevault.Vault) -> None:
             state["log"].append(f"entry {step}")
 
 
+CHAT_STEPS = 11
+CHAT_POLICY = statevault.CheckpointPolicy(records=4)
+
+
+def chat_message(i: int) -> dict[str, Any]:
+    """~9 KB of text that compresses to ~2 KB, so folds store their roots as objects."""
+    words = "order ship agent tool retry queue price wait plan send read check fix"
+    rnd = random.Random(i)
+    return {"i": i, "text": " ".join(rnd.choice(words.split()) for _ in range(1800))}
+
+
+def chat_states() -> list[dict[str, Any]]:
+    """Run `chat`: the state after each step, the first saved whole (seq 1)."""
+    state: dict[str, Any] = {"messages": [], "step": 0}
+    out = [copy.deepcopy(state)]
+    for i in range(1, CHAT_STEPS + 1):
+        state["messages"].append(chat_message(i))
+        state["step"] = i
+        out.append(copy.deepcopy(state))
+    return out
+
+
+def write_chat(vault: statevault.Vault) -> None:
+    """Run `chat`: a whole state, then transactions folded every 4 deltas (in format 3
+    the deltas before each fold are re-encoded against it)."""
+    run = vault.run("chat", policy=CHAT_POLICY)
+    run.save(chat_states()[0])
+    for i in range(1, CHAT_STEPS + 1):
+        with run.transaction() as s:
+            s["messages"].append(chat_message(i))
+            s["step"] = i
+
+
 def write(url: str) -> None:
     with statevault.open(url) as vault:
         register(vault)
@@ -125,11 +163,22 @@ def write(url: str) -> None:
             state["messages"].append({"i": 3000, "role": "agent", "text": "appended"})
             tree.save(state)
         write_journal(vault)
+        if statevault.FORMAT_VERSION >= 3:
+            write_chat(vault)
+
+
+def write_chat_only(url: str) -> None:
+    with statevault.open(url) as vault:
+        write_chat(vault)
 
 
 def main() -> None:
     version = statevault.FORMAT_VERSION
+    chat_only = "--chat" in sys.argv
     out = pathlib.Path(__file__).parent / "golden"
+    if chat_only:
+        out = out / "chat"
+    write_vault = write_chat_only if chat_only else write
     out.mkdir(exist_ok=True)
     sqlite_path = out / f"v{version}.db"
     # Files vaults are named by their directory layout too, which changes on its own
@@ -139,7 +188,7 @@ def main() -> None:
     written = []
     if force or not sqlite_path.exists():
         sqlite_path.unlink(missing_ok=True)
-        write(str(sqlite_path))
+        write_vault(str(sqlite_path))
         # A checkpointed WAL leaves one self-contained file to commit.
         conn = sqlite3.connect(sqlite_path)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -149,7 +198,7 @@ def main() -> None:
         written.append(sqlite_path)
     if force or not files_path.exists():
         shutil.rmtree(files_path, ignore_errors=True)
-        write(f"files://{files_path}")
+        write_vault(f"files://{files_path}")
         # Git keeps no empty directories; the files backend must open without them.
         for directory in sorted(files_path.rglob("*"), reverse=True):
             if directory.is_dir() and not any(directory.iterdir()):

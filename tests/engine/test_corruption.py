@@ -11,7 +11,7 @@ import pathlib
 import random
 import sqlite3
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -299,3 +299,73 @@ def test_verify_counts_and_never_raises(damaged_setup: tuple[Raw, str]) -> None:
     assert ("object", 2) in kinds
     assert ("object", 3) in kinds
     assert all(str(p) for p in report.problems)
+
+
+def relocated_journal(raw: Raw) -> tuple[list[dict[str, Any]], list[int], str]:
+    """A run whose first deltas were re-encoded against the fold after them.
+
+    Returns the state after each seq (index = seq), the relocated seqs, and the hex
+    digest of the dictionary node they name.
+    """
+    rnd = random.Random(3)
+    words = ["order", "ship", "paid", "alpha", "beta", "queue", "retry", "done", "wait"]
+    state: dict[str, Any] = {"messages": [], "step": 0}
+    states: list[dict[str, Any]] = [{}, {"messages": [], "step": 0}]
+    with statevault.open(raw.url, policy=statevault.CheckpointPolicy(records=4)) as vault:
+        run = vault.run("order-42")
+        run.save(state)
+        for step in range(1, 6):
+            message = " ".join(rnd.choice(words) for _ in range(3000))
+            with run.transaction() as s:
+                s["messages"].append(message)
+                s["step"] = step
+            states.append({"messages": [*states[-1]["messages"], message], "step": step})
+            if run.known_seq > len(states) - 1:  # a fold followed: the same state again
+                states.append(states[-1])
+    relocated = []
+    references = set()
+    for seq in range(2, 6):
+        record = raw.record("order-42", seq)
+        header = record.find(b"SV", 8)
+        if record[header + 4] == 3:  # compression id 3: against a dictionary
+            relocated.append(seq)
+            references.add(record[header + 30 : header + 62].hex())
+    assert relocated == [2, 3, 4, 5], "the deltas before the fold were relocated"
+    assert len(references) == 1
+    return states, relocated, references.pop()
+
+
+def test_every_flipped_byte_of_a_relocated_entry_is_caught(raw: Raw) -> None:
+    states, relocated, _ = relocated_journal(raw)
+    seq = relocated[1]
+    original = raw.record("order-42", seq)
+    with statevault.open(raw.url) as vault:
+        assert vault.run("order-42").load(at=seq) == states[seq]
+        for pos in range(len(original)):
+            damaged = bytearray(original)
+            damaged[pos] ^= 0x10
+            raw.write_record("order-42", seq, bytes(damaged))
+            with pytest.raises(statevault.CorruptionError) as caught:
+                vault.run("order-42").load(at=seq)
+            assert caught.value.seq == seq, pos
+            report = vault.verify()
+            assert [(p.kind, p.seq) for p in report.problems] == [("record", seq)], pos
+        raw.write_record("order-42", seq, original)
+        assert vault.verify().ok
+
+
+def test_missing_dictionary_of_relocated_entries(raw: Raw) -> None:
+    states, relocated, reference = relocated_journal(raw)
+    raw.delete_object(reference)
+    with statevault.open(raw.url) as vault:
+        run = vault.run("order-42")
+        for seq in relocated:
+            with pytest.raises(statevault.CorruptionError, match="missing") as caught:
+                run.load(at=seq)
+            # Replay stops at the first entry that needs the dictionary.
+            assert_named(caught.value, seq=relocated[0], digest=reference)
+        assert run.load() == states[-1], "the fold after them needs no dictionary"
+        assert run.load(at=1) == states[1]
+        report = vault.verify()
+        assert ("missing-object", relocated[0]) in {(p.kind, p.seq) for p in report.problems}
+        assert {p.seq for p in report.problems} == set(relocated)

@@ -53,6 +53,9 @@ class Capabilities:
             `lease_token` of writes).
         notify: the backend wakes watchers when a run changes (`NotifyingBackend.listen`);
             without it, `Vault.watch` polls.
+        rewrite_records: records below a run's head can be replaced by equivalent bytes
+            (`RewritingBackend.rewrite_records`); without it, journal entries keep the
+            encoding they were committed with.
     """
 
     persistent: bool
@@ -60,6 +63,7 @@ class Capabilities:
     durable_fsync: bool
     leases: bool = False
     notify: bool = False
+    rewrite_records: bool = False
 
 
 MAX_OWNER_LENGTH = 256
@@ -177,6 +181,10 @@ class StoredCheckpoint:
     record: bytes
 
 
+Rewrite = tuple[int, bytes, bytes]
+"""(seq, the record's bytes as the caller read them, the bytes to store instead)."""
+
+
 def check_run_id(run_id: object) -> str:
     """Return `run_id` if it is a valid run id, else raise `InvalidRunIdError`."""
     if not isinstance(run_id, str):
@@ -206,6 +214,21 @@ def check_keep_through(keep_through: object) -> int:
     if isinstance(keep_through, bool) or not isinstance(keep_through, int) or keep_through < 0:
         raise ValueError(f"keep_through must be an int >= 0; got {keep_through!r}")
     return keep_through
+
+
+def check_rewrites(rewrites: Iterable[Rewrite]) -> list[tuple[int, bytes, bytes]]:
+    """`rewrites` as a list of (seq, expected bytes, new bytes), or TypeError/ValueError."""
+    checked: list[tuple[int, bytes, bytes]] = []
+    for item in rewrites:
+        if not (isinstance(item, tuple) and len(item) == 3):
+            raise TypeError(f"a rewrite is (seq, expected, new); got {item!r:.80}")
+        seq, expected, new = item
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            raise ValueError(f"a rewrite's seq must be an int >= 1; got {seq!r}")
+        if not isinstance(expected, bytes | bytearray) or not isinstance(new, bytes | bytearray):
+            raise TypeError(f"a rewrite of checkpoint {seq} must carry bytes")
+        checked.append((seq, bytes(expected), bytes(new)))
+    return checked
 
 
 def check_next_seq(seq: int, expected_head: int) -> None:
@@ -452,6 +475,31 @@ class OffloadingBackend(Backend, Protocol):
 
     async def offload(self, call: Callable[[], _T]) -> _T:
         """Run the blocking `call` without blocking the event loop; return its result."""
+        ...
+
+
+@runtime_checkable
+class RewritingBackend(Backend, Protocol):
+    """A backend that can re-encode stored records in place (`capabilities.rewrite_records`)."""
+
+    def rewrite_records(
+        self,
+        run_id: str,
+        rewrites: Sequence[Rewrite],
+        *,
+        objects: Sequence[tuple[bytes, bytes]] = (),
+    ) -> int:
+        """Replace records below the run's head by equivalent bytes; returns how many.
+
+        Each (seq, expected, new) replaces record `seq` only if it is still exactly
+        `expected` and `seq` is below the run's head: the head's record is what
+        writers compare against, so it never changes under them. `objects` are stored
+        first, durable no later than any record that refers to them. The engine
+        guarantees that `new` is the same record (same body and hash, an envelope of
+        the same content), so no reader can tell, and no lease is checked: nothing in
+        the run's history changes. Each replacement is atomic; after a crash each
+        record is either its old or its new bytes.
+        """
         ...
 
 

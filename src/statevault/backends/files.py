@@ -42,10 +42,12 @@ from statevault.backends.base import (
     Capabilities,
     Durability,
     LeaseGrant,
+    Rewrite,
     StoredCheckpoint,
     check_keep_through,
     check_lease_args,
     check_next_seq,
+    check_rewrites,
     check_run_id,
     check_token,
     check_ttl,
@@ -303,7 +305,11 @@ class FilesBackend:
     """
 
     capabilities = Capabilities(
-        persistent=True, multi_process=True, durable_fsync=True, leases=True
+        persistent=True,
+        multi_process=True,
+        durable_fsync=True,
+        leases=True,
+        rewrite_records=True,
     )
 
     def __init__(
@@ -856,6 +862,37 @@ class FilesBackend:
                 self._io.fsync_dir(ckpt_dir)
                 self._head_hints[name] = seq
                 crash_point(_CRASH_RECORD_SYNCED)
+
+    def rewrite_records(
+        self,
+        run_id: str,
+        rewrites: Sequence[Rewrite],
+        *,
+        objects: Sequence[tuple[bytes, bytes]] = (),
+    ) -> int:
+        name = run_dir_name(check_run_id(run_id))
+        checked = check_rewrites(rewrites)
+        with self._op("rewrite records"):
+            self._put_objects(objects)
+            with self._run_lock(name):
+                self._settle_roll_back(name)
+                head = self._read_head(name)
+                if head == 0 or not self._check_id(name, run_id):
+                    return 0
+                done = 0
+                for seq, expected, new in checked:
+                    path = self._ckpt_path(name, seq)
+                    try:
+                        if seq >= head or self._io.read(path) != expected:
+                            continue
+                    except FileNotFoundError:
+                        continue
+                    # Replaced whole (a temp file fsynced, then renamed over the record):
+                    # readers and crashes see the old bytes or the new, both valid. The
+                    # directory is not fsynced: a lost rename only loses the saving.
+                    self._io.write_atomic(path, new, sync_dir=False, temp_dir=self._tmp)
+                    done += 1
+                return done
 
     def _head_record(self, name: str, head: int) -> bytes | None:
         """The head's record bytes (run lock held), or None if there is no head."""

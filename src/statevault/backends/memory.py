@@ -9,10 +9,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from statevault.backends.base import (
     Capabilities,
     LeaseGrant,
+    Rewrite,
     StoredCheckpoint,
     check_keep_through,
     check_lease_args,
     check_next_seq,
+    check_rewrites,
     check_run_id,
     check_token,
     check_ttl,
@@ -28,7 +30,12 @@ class MemoryBackend:
     """Dicts behind one lock; the reference model the other backends are held to."""
 
     capabilities = Capabilities(
-        persistent=False, multi_process=False, durable_fsync=False, leases=True, notify=True
+        persistent=False,
+        multi_process=False,
+        durable_fsync=False,
+        leases=True,
+        notify=True,
+        rewrite_records=True,
     )
 
     def __init__(self, *, initial_meta: Mapping[str, bytes], name: str = "") -> None:
@@ -129,6 +136,28 @@ class MemoryBackend:
                 raise ConflictError(run_id, expected=expected_head, actual=head)
             checkpoints[seq] = bytes(record)
             self._changed()
+
+    def rewrite_records(
+        self,
+        run_id: str,
+        rewrites: Sequence[Rewrite],
+        *,
+        objects: Sequence[tuple[bytes, bytes]] = (),
+    ) -> int:
+        check_run_id(run_id)
+        checked = check_rewrites(rewrites)
+        with self._lock:
+            self._check()
+            for digest, data in objects:
+                self._objects.setdefault(bytes(digest), bytes(data))
+            checkpoints = self._runs.get(run_id, {})
+            head = max(checkpoints, default=0)
+            done = 0
+            for seq, expected, new in checked:
+                if seq < head and checkpoints.get(seq) == expected:
+                    checkpoints[seq] = new
+                    done += 1
+            return done
 
     def read_checkpoint(self, run_id: str, seq: int) -> bytes | None:
         check_run_id(run_id)

@@ -17,8 +17,10 @@ from statevault.errors import CorruptionError
 
 CompressionName = Literal["zstd", "lz4", "none"]
 
-NONE, ZSTD, LZ4 = 0, 1, 2
-"""Compression ids as stored in envelopes. Never renumber: old vaults use them."""
+NONE, ZSTD, LZ4, ZSTD_DICTIONARY = 0, 1, 2, 3
+"""Compression ids as stored in envelopes. Never renumber: old vaults use them.
+`ZSTD_DICTIONARY` is zstd against a dictionary of stored content (envelope version 2)."""
+
 
 MIN_COMPRESS = 96
 """Payloads shorter than this are stored raw: a zstd frame header alone is ~10 bytes."""
@@ -93,6 +95,41 @@ class Compression:
         return cid, packed
 
 
+class ContentDictionary:
+    """Raw content that payloads are compressed against (zstd, no training).
+
+    zstd finds a payload's matches in the content as if the content preceded it: a
+    journal entry compressed against the state entry that later holds its change
+    costs tens of bytes instead of a compressed copy of the change. Not thread-safe:
+    one user at a time.
+    """
+
+    def __init__(self, content: bytes, *, level: int = DEFAULT_LEVELS["zstd"]) -> None:
+        self.size = len(content)
+        self._dictionary = zstandard.ZstdCompressionDict(
+            content, dict_type=zstandard.DICT_TYPE_RAWCONTENT
+        )
+        self._level = level
+        self._compressor: zstandard.ZstdCompressor | None = None
+        self._decompressor: zstandard.ZstdDecompressor | None = None
+
+    def compress(self, raw: bytes | memoryview) -> bytes:
+        """`raw` as one zstd frame against the content (without a dictionary id)."""
+        if self._compressor is None:
+            # Indexing the content once, not once per payload, is what makes compressing
+            # a hundred payloads against it cheap (~2 us each for 2 KB against 224 KB).
+            self._dictionary.precompute_compress(level=self._level)
+            self._compressor = zstandard.ZstdCompressor(
+                dict_data=self._dictionary, write_content_size=True, write_dict_id=False
+            )
+        return self._compressor.compress(raw)
+
+    def decompress(self, payload: bytes | memoryview, raw_length: int) -> bytes:
+        if self._decompressor is None:
+            self._decompressor = zstandard.ZstdDecompressor(dict_data=self._dictionary)
+        return self._decompressor.decompress(payload, max_output_size=raw_length)
+
+
 _local = threading.local()
 
 
@@ -121,8 +158,14 @@ def _zstd_decompressor() -> zstandard.ZstdDecompressor:
     return decompressor
 
 
-def decompress(cid: int, payload: bytes | memoryview, raw_length: int) -> bytes | memoryview:
-    """Undo `compress`; the result must be exactly `raw_length` bytes.
+def decompress(
+    cid: int,
+    payload: bytes | memoryview,
+    raw_length: int,
+    *,
+    dictionary: ContentDictionary | None = None,
+) -> bytes | memoryview:
+    """Undo `compress` (or `compress_with`); the result must be exactly `raw_length` bytes.
 
     Raises:
         CorruptionError: unknown compression id, or the payload does not decompress to
@@ -135,6 +178,8 @@ def decompress(cid: int, payload: bytes | memoryview, raw_length: int) -> bytes 
             out = _zstd_decompressor().decompress(payload, max_output_size=raw_length)
         elif cid == LZ4:
             out = lz4.frame.decompress(payload)
+        elif cid == ZSTD_DICTIONARY and dictionary is not None:
+            out = dictionary.decompress(payload, raw_length)
         else:
             raise CorruptionError(f"unknown compression id {cid}")
     except (zstandard.ZstdError, RuntimeError, ValueError) as exc:

@@ -4,9 +4,9 @@ An object envelope is a fixed 30-byte header and the (maybe compressed) payload:
 
     offset  size  field
     0       2     magic b"SV"
-    2       1     format version (1)
+    2       1     format version (1; 2 when the payload is compressed against a dictionary)
     3       1     encoding id (1 value, 2 tree node, 3 raw bytes)
-    4       1     compression id (0 none, 1 zstd, 2 lz4)
+    4       1     compression id (0 none, 1 zstd, 2 lz4, 3 zstd against a dictionary)
     5       1     flags (0; reserved)
     6       4     compression dictionary id (0 = none), little-endian
     10      8     raw (uncompressed) length, little-endian
@@ -18,15 +18,31 @@ The object's digest (its storage key) is BLAKE3 of the raw bytes, and is checked
 every read. The CRC adds what the digest cannot see: damage that decodes to the
 same raw bytes anyway (a flipped flag, a zstd window size, garbage after the frame,
 which a zstd decoder ignores). With both, every flipped bit is caught.
-A sealed record (checkpoint records, small metadata) is a body followed by the
-32-byte BLAKE3 of the body, so each record verifies on its own, and that hash is
-what the next checkpoint chains to.
+
+With compression id 3 (format version 2), the payload is the 32-byte digest of a
+dictionary node (a tree node whose children are the stored objects that make up the
+dictionary, their raw bytes in order) followed by a zstd frame compressed against
+that content. The reader is handed a resolver that turns the digest into the
+dictionary; the raw bytes are then checked against the digest as always.
+
+A sealed record (checkpoint records) is a body followed by the 32-byte BLAKE3 of the
+body, so each record verifies on its own, and that hash is what the next checkpoint
+chains to. Two layouts:
+
+    "SVR1" body hash                          the body holds everything
+    "SVR2" u32 length, payload, body, hash    the payload (an envelope) is outside the
+                                              hash: the body names its digest instead
+
+In the second, the payload can be re-encoded (compressed against a later dictionary)
+without changing the record's hash: the chain stays intact, and the payload is
+checked by its own CRC and digest.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from statevault.codec import compression as comp
@@ -35,6 +51,9 @@ from statevault.errors import CorruptionError, UnsupportedFormatError
 
 MAGIC = b"SV"
 FORMAT_VERSION = 1
+DICTIONARY_FORMAT_VERSION = 2
+"""Envelopes compressed against a dictionary; every other envelope is still written as 1."""
+NEWEST_FORMAT_VERSION = DICTIONARY_FORMAT_VERSION
 ENCODING_MSGPACK = 1
 """A whole value (vault format 1 roots; still read)."""
 ENCODING_TREE = 2
@@ -48,6 +67,12 @@ _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEADER.size + _CRC.size
 
 SEAL_MAGIC = b"SVR1"
+SEAL_MAGIC_PAYLOAD = b"SVR2"
+_PAYLOAD_LENGTH = struct.Struct("<I")
+
+Dictionaries = Callable[[bytes], comp.ContentDictionary]
+"""Turns a dictionary node's digest into its content (raising CorruptionError if it
+cannot be read or verified)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,23 +104,48 @@ def pack(
     return Packed(key, b"".join((header, _CRC.pack(crc), payload)), len(raw))
 
 
+def pack_against(
+    raw: bytes | memoryview,
+    *,
+    key: bytes,
+    reference: bytes,
+    dictionary: comp.ContentDictionary,
+    encoding: int = ENCODING_MSGPACK,
+) -> Packed:
+    """Frame `raw` (whose digest is `key`) compressed against the dictionary whose node
+    digest is `reference`."""
+    payload = reference + dictionary.compress(raw)
+    header = _HEADER.pack(
+        MAGIC,
+        DICTIONARY_FORMAT_VERSION,
+        encoding,
+        comp.ZSTD_DICTIONARY,
+        0,
+        0,
+        len(raw),
+        len(payload),
+    )
+    crc = zlib.crc32(payload, zlib.crc32(header))
+    return Packed(key, b"".join((header, _CRC.pack(crc), payload)), len(raw))
+
+
 @dataclass(frozen=True, slots=True)
-class Unpacked:
-    """A verified object: its encoding id and raw bytes."""
+class Frame:
+    """An envelope's header fields, after its frame was checked (CRC, lengths, ids)."""
 
+    version: int
     encoding: int
-    raw: bytes | memoryview
+    compression: int
+    raw_length: int
 
 
-def unpack(data: bytes | memoryview, expected_digest: bytes) -> Unpacked:
-    """Parse, decompress and verify an envelope against the digest it is stored under.
+def check_frame(data: bytes | memoryview, hexdigest: str | None = None) -> Frame:
+    """Check an envelope's header, CRC and lengths without decompressing it.
 
     Raises:
-        CorruptionError: the bytes are not an envelope, do not decompress, or fail
-            the digest (the error names the object).
+        CorruptionError: the bytes are not a well-formed envelope.
         UnsupportedFormatError: written by a newer format version.
     """
-    hexdigest = expected_digest.hex()
     if len(data) < HEADER_SIZE:
         raise CorruptionError(
             f"truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header",
@@ -112,8 +162,8 @@ def unpack(data: bytes | memoryview, expected_digest: bytes) -> Unpacked:
         raise CorruptionError("fails its CRC-32 (the stored bytes changed)", digest=hexdigest)
     # Checked after the CRC, so a flipped version byte reads as damage, not as a newer
     # format (a vault with newer objects also has a newer vault format, refused on open).
-    if version > FORMAT_VERSION:
-        raise UnsupportedFormatError(found=version, supported=FORMAT_VERSION, what="object")
+    if version > NEWEST_FORMAT_VERSION:
+        raise UnsupportedFormatError(found=version, supported=NEWEST_FORMAT_VERSION, what="object")
     if version == 0:
         raise CorruptionError("format version 0 does not exist", digest=hexdigest)
     if encoding not in ENCODINGS or flags != 0:
@@ -126,18 +176,77 @@ def unpack(data: bytes | memoryview, expected_digest: bytes) -> Unpacked:
         )
     if dict_id != 0:
         raise CorruptionError(f"unknown compression dictionary {dict_id}", digest=hexdigest)
+    if (cid == comp.ZSTD_DICTIONARY) != (version >= DICTIONARY_FORMAT_VERSION):
+        raise CorruptionError(
+            f"compression id {cid} does not belong to envelope version {version}",
+            digest=hexdigest,
+        )
+    if cid == comp.ZSTD_DICTIONARY and payload_length < DIGEST_SIZE:
+        raise CorruptionError("names no dictionary", digest=hexdigest)
+    return Frame(version, encoding, cid, raw_length)
+
+
+def dictionary_reference(data: bytes | memoryview) -> bytes | None:
+    """The dictionary node digest an envelope names (None for most envelopes).
+
+    Raises:
+        CorruptionError: the envelope's frame is damaged.
+    """
+    frame = check_frame(data)
+    if frame.compression != comp.ZSTD_DICTIONARY:
+        return None
+    return bytes(data[HEADER_SIZE : HEADER_SIZE + DIGEST_SIZE])
+
+
+@dataclass(frozen=True, slots=True)
+class Unpacked:
+    """A verified object: its encoding id and raw bytes."""
+
+    encoding: int
+    raw: bytes | memoryview
+
+
+def unpack(
+    data: bytes | memoryview,
+    expected_digest: bytes,
+    *,
+    dictionaries: Dictionaries | None = None,
+) -> Unpacked:
+    """Parse, decompress and verify an envelope against the digest it is stored under.
+
+    Args:
+        dictionaries: resolves the dictionary an envelope of version 2 names; without
+            it, such an envelope is refused (where none is ever written, it is damage).
+
+    Raises:
+        CorruptionError: the bytes are not an envelope, do not decompress, or fail
+            the digest (the error names the object).
+        UnsupportedFormatError: written by a newer format version.
+    """
+    hexdigest = expected_digest.hex()
+    frame = check_frame(data, hexdigest)
+    view = memoryview(data)[HEADER_SIZE:]
+    dictionary = None
+    if frame.compression == comp.ZSTD_DICTIONARY:
+        if dictionaries is None:
+            raise CorruptionError(
+                "is compressed against a dictionary, which objects of this kind never are",
+                digest=hexdigest,
+            )
+        dictionary = dictionaries(bytes(view[:DIGEST_SIZE]))
+        view = view[DIGEST_SIZE:]
     try:
-        raw = comp.decompress(cid, view[HEADER_SIZE:], raw_length)
+        raw = comp.decompress(frame.compression, view, frame.raw_length, dictionary=dictionary)
     except CorruptionError as exc:
         raise CorruptionError(exc.detail, digest=hexdigest) from exc
     actual = digest(raw)
     if actual != expected_digest:
         raise CorruptionError(
-            f"fails its digest (stored {len(data)} bytes, {raw_length} raw; expected BLAKE3 "
-            f"{hexdigest[:8]}…, found {actual.hex()[:8]}…)",
+            f"fails its digest (stored {len(data)} bytes, {frame.raw_length} raw; expected "
+            f"BLAKE3 {hexdigest[:8]}…, found {actual.hex()[:8]}…)",
             digest=hexdigest,
         )
-    return Unpacked(encoding, raw)
+    return Unpacked(frame.encoding, raw)
 
 
 def seal(body: bytes) -> bytes:
@@ -158,3 +267,41 @@ def unseal(sealed: bytes) -> tuple[bytes, bytes]:
     if digest(body) != stored:
         raise CorruptionError("record fails its checksum")
     return body, stored
+
+
+def seal_with_payload(body: bytes, payload: bytes) -> bytes:
+    """Seal a record body, carrying `payload` beside it, outside the hash."""
+    return b"".join(
+        (SEAL_MAGIC_PAYLOAD, _PAYLOAD_LENGTH.pack(len(payload)), payload, body, digest(body))
+    )
+
+
+def unseal_with_payload(sealed: bytes) -> tuple[bytes, bytes, bytes]:
+    """Return (body, hash, payload) of a record sealed by `seal_with_payload`.
+
+    Only the body is checked here; the payload is checked where it is used.
+
+    Raises:
+        CorruptionError: too short, wrong magic, or the hash does not match.
+    """
+    start = len(SEAL_MAGIC_PAYLOAD) + _PAYLOAD_LENGTH.size
+    if len(sealed) < start + DIGEST_SIZE or not sealed.startswith(SEAL_MAGIC_PAYLOAD):
+        raise CorruptionError(f"record is not sealed ({len(sealed)} bytes, bad header)")
+    (length,) = _PAYLOAD_LENGTH.unpack_from(sealed, len(SEAL_MAGIC_PAYLOAD))
+    if start + length + DIGEST_SIZE > len(sealed):
+        raise CorruptionError(f"record is truncated (its payload is {length} bytes)")
+    payload = sealed[start : start + length]
+    body = sealed[start + length : -DIGEST_SIZE]
+    stored = sealed[-DIGEST_SIZE:]
+    if digest(body) != stored:
+        raise CorruptionError("record fails its checksum")
+    return body, stored, payload
+
+
+def replace_payload(sealed: bytes, payload: bytes) -> bytes:
+    """A record sealed by `seal_with_payload` with another payload (same body, same hash)."""
+    start = len(SEAL_MAGIC_PAYLOAD) + _PAYLOAD_LENGTH.size
+    (length,) = _PAYLOAD_LENGTH.unpack_from(sealed, len(SEAL_MAGIC_PAYLOAD))
+    return b"".join(
+        (SEAL_MAGIC_PAYLOAD, _PAYLOAD_LENGTH.pack(len(payload)), payload, sealed[start + length :])
+    )

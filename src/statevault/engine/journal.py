@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from statevault import ops as ops_module
-from statevault.codec.envelope import pack, unpack
+from statevault.codec.envelope import Dictionaries, pack, unpack
 from statevault.engine.checkpoints import Engine, Head, check_meta
 from statevault.engine.records import CheckpointRecord, SchemaTag, open_record
 from statevault.errors import CorruptionError
@@ -114,14 +114,23 @@ def commit_delta(
     )
 
 
-def delta_ops(engine: Engine, record: CheckpointRecord) -> list[ops_module.Op]:
-    """The operations of a delta entry, verified."""
+def delta_ops(
+    engine: Engine, record: CheckpointRecord, dictionaries: Dictionaries | None = None
+) -> list[ops_module.Op]:
+    """The operations of a delta entry, verified.
+
+    Args:
+        dictionaries: resolves the dictionary of a relocated entry (`Engine.relocate`);
+            pass one cache to every entry of a replay, so each is read once.
+    """
     if record.inline is None:
         raise CorruptionError(
             "a delta entry holds no operations", run_id=record.run, seq=record.seq
         )
     try:
-        raw = unpack(record.inline, record.root).raw
+        raw = unpack(
+            record.inline, record.root, dictionaries=dictionaries or engine.dictionaries()
+        ).raw
         return ops_module.ops_from_value(engine.codec.decode(raw))
     except CorruptionError as exc:
         raise exc.located(run_id=record.run, seq=record.seq) from None
@@ -168,9 +177,11 @@ def materialize(
         record = found
     state, digests = engine.load_state(record)
     since = Since(0, 0, record.created_ns)
+    dictionaries = engine.dictionaries()
     for delta in reversed(chain):
         try:
-            state = ops_module.apply(state, delta_ops(engine, delta), copy_values=False)
+            operations = delta_ops(engine, delta, dictionaries)
+            state = ops_module.apply(state, operations, copy_values=False)
         except CorruptionError:
             raise
         except Exception as exc:

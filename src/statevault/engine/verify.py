@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from statevault import ops as ops_module
 from statevault.codec.encoding import Codec
-from statevault.codec.envelope import unpack
+from statevault.codec.envelope import dictionary_reference, unpack
 from statevault.engine.checkpoints import Engine
 from statevault.engine.records import CheckpointRecord, open_record
 from statevault.engine.schemas import damaged_documents
@@ -131,6 +131,7 @@ class _Verifier:
         self.unreadable_runs: set[str] = set()
         self.objects_unreadable = False
         self.runs = self.checkpoints = self.objects = self.bytes_read = 0
+        self.dictionaries = engine.dictionaries()
 
     def problem(self, kind: str, message: str, **where: object) -> None:
         self.problems.append(Problem(kind, message, **where))  # type: ignore[arg-type]
@@ -196,7 +197,8 @@ class _Verifier:
             )
             return
         try:
-            ops_module.ops_from_value(self.codec.decode(unpack(record.inline, record.root).raw))
+            raw = unpack(record.inline, record.root, dictionaries=self.dictionaries).raw
+            ops_module.ops_from_value(self.codec.decode(raw))
         except StateVaultError as exc:
             self.problem(
                 "record",
@@ -206,10 +208,16 @@ class _Verifier:
             )
 
     def check_state(self, record: CheckpointRecord) -> None:
-        if record.inline is None:
-            self.roots.append((record.root, None, (record.run, record.seq)))
-        else:
-            self.roots.append((record.root, record.inline, (record.run, record.seq)))
+        user = (record.run, record.seq)
+        self.roots.append((record.root, record.inline, user))
+        if record.inline is not None:
+            # A relocated journal entry needs its dictionary: a node, walked like a tree.
+            try:
+                reference = dictionary_reference(record.inline)
+            except StateVaultError:
+                reference = None  # the walk reports the damaged envelope
+            if reference is not None:
+                self.roots.append((reference, None, user))
 
     def walk_trees(self) -> None:
         """Check every object reachable from a checkpoint, once, naming all its users."""
@@ -244,7 +252,7 @@ class _Verifier:
             self.objects += 1
             self.bytes_read += len(data)
         try:
-            node = unpack_node(data, key)
+            node = unpack_node(data, key, self.dictionaries)
             check_value(node, self.codec)
         except StateVaultError as exc:
             if stored:

@@ -27,7 +27,13 @@ from statevault.codec.encoding import (
     decode_ndarray,
     gc_paused,
 )
-from statevault.codec.envelope import ENCODING_MSGPACK, ENCODING_RAW, ENCODING_TREE, unpack
+from statevault.codec.envelope import (
+    ENCODING_MSGPACK,
+    ENCODING_RAW,
+    ENCODING_TREE,
+    Dictionaries,
+    unpack,
+)
 from statevault.errors import CorruptionError
 from statevault.tree.write import pool
 
@@ -50,9 +56,9 @@ class Node:
     value: bytes | memoryview
 
 
-def unpack_node(data: bytes, key: bytes) -> Node:
-    """Verify and parse one stored object."""
-    unpacked = unpack(data, key)
+def unpack_node(data: bytes, key: bytes, dictionaries: Dictionaries | None = None) -> Node:
+    """Verify and parse one stored object (`dictionaries`: see `envelope.unpack`)."""
+    unpacked = unpack(data, key, dictionaries=dictionaries)
     if unpacked.encoding == ENCODING_TREE:
         try:
             children, value = _node_decoder.decode(unpacked.raw)

@@ -129,6 +129,10 @@ class WrittenTree:
     """Bytes the sink stored while the tree was written (not in `objects`)."""
     memo: Memo = field(default_factory=dict)
     """How its chunked lists were written, for the next write's reuse."""
+    fresh: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """(digest, raw bytes) of the last tree nodes it encoded anew, oldest first, the
+    root last, up to the writer's `fresh_limit` bytes: what the journal entries before
+    it are likely to repeat (see `Engine.relocate`)."""
 
 
 class TreeWriter:
@@ -142,6 +146,8 @@ class TreeWriter:
         sink: takes batches of finished objects to write before the record (objects
             are immutable, so writing them early is safe); without one, every object
             is kept for the commit.
+        fresh_limit: keep the raw bytes of the last nodes encoded anew, up to this many
+            (`WrittenTree.fresh`).
         memo, changes: the memo of the last tree written from this same state object,
             and every operation applied to the state since. A chunked list that the
             changes only appended to (or changed past its last chunk) keeps its other
@@ -157,6 +163,7 @@ class TreeWriter:
         sink: Sink | None = None,
         memo: Memo | None = None,
         changes: Sequence[Op] | None = None,
+        fresh_limit: int = 0,
     ) -> None:
         self._codec = codec
         self._compression = compression
@@ -172,6 +179,9 @@ class TreeWriter:
         self._memo_in = memo if changes is not None else None
         self._changes = changes or ()
         self._memo_out: Memo = {}
+        self._fresh: deque[tuple[bytes, bytes]] = deque()
+        self._fresh_bytes = 0
+        self._fresh_limit = fresh_limit
 
     def write(self, state: Any) -> WrittenTree:
         """Encode `state`; raises `SerializationError` before anything is written."""
@@ -190,9 +200,17 @@ class TreeWriter:
         root = pack(raw, self._compression, encoding=ENCODING_TREE)
         self._raw_bytes += len(raw)
         self._seen.add(root.digest)
+        if len(raw) <= self._fresh_limit:
+            self._keep_fresh(root.digest, raw)
         self._drain()
         return WrittenTree(
-            root, self._done, self._seen, self._raw_bytes, self._stored_early, self._memo_out
+            root,
+            self._done,
+            self._seen,
+            self._raw_bytes,
+            self._stored_early,
+            self._memo_out,
+            list(self._fresh),
         )
 
     # -- objects ----------------------------------------------------------------------
@@ -204,6 +222,8 @@ class TreeWriter:
         self._seen.add(key)
         if key in self._known:
             return key
+        if encoding == ENCODING_TREE and len(raw) <= self._fresh_limit:
+            self._keep_fresh(key, raw)
         future = pool().submit(
             pack, raw, self._compression, encoding=encoding, key=key, large=large
         )
@@ -212,6 +232,12 @@ class TreeWriter:
         while self._inflight > _INFLIGHT_LIMIT:
             self._collect_oldest()
         return key
+
+    def _keep_fresh(self, key: bytes, raw: bytes) -> None:
+        self._fresh.append((key, raw))
+        self._fresh_bytes += len(raw)
+        while self._fresh_bytes > self._fresh_limit:
+            self._fresh_bytes -= len(self._fresh.popleft()[1])
 
     def _collect_oldest(self) -> None:
         future, size = self._futures.popleft()
