@@ -1,4 +1,10 @@
-"""A vault and a plain-dict model driven side by side by Hypothesis, with reopen as a rule."""
+"""A vault and a plain-dict model driven side by side by Hypothesis.
+
+Rules: saves, transactions, `run.apply`, explicit folds (and folds by policy, every
+three journal entries), deletions, stale handles, reopening, and "crash and reopen"
+(the handle abandoned without closing). tests/crash/test_enumerate_model.py adds a
+simulated power loss to the files backend's machine.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,21 @@ from typing import Any
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 import statevault
+from statevault import CheckpointPolicy, ops
+from statevault.errors import OpError
+
+POLICY = CheckpointPolicy(records=3)
+"""Folds by policy come every three journal entries, so the machine meets many."""
 
 RUN_IDS = st.sampled_from(["a", "b/c", "../d", "名前"])
 STATES = st.recursive(
@@ -26,10 +44,22 @@ STATES = st.recursive(
 )
 
 
+VALUES = st.none() | st.integers() | st.text(max_size=10) | st.binary(max_size=2000)
+KEYS = st.sampled_from(["k", "n", "名"])
+
+
 class VaultModel(RuleBasedStateMachine):
-    """Each run's history must equal the list of states saved to it, in order."""
+    """Each run's history must equal the list of states committed to it, in order.
+
+    A run's history holds one state per entry: whole saves, the state after each
+    journal entry (transaction or apply), and folds, which repeat the state before them.
+    """
 
     kind = "sqlite"
+
+    def connect(self) -> statevault.Vault:
+        """Open the vault at `self.url` (subclasses open it through their own FileIO)."""
+        return statevault.open(self.url, policy=POLICY)
 
     @initialize()
     def open_vault(self) -> None:
@@ -39,8 +69,12 @@ class VaultModel(RuleBasedStateMachine):
             "files": f"files://{self.dir / 'v'}",
             "memory": "memory://",
         }[self.kind]
-        self.vault = statevault.open(self.url)
+        self.vault = self.connect()
         self.model: dict[str, list[Any]] = {}
+        # Journal entries since each run's last whole state (saved or folded).
+        self.deltas: dict[str, int] = {}
+        self.abandoned: list[statevault.Vault] = []
+        self.counter = 0
         # Each deletion starts a new incarnation of a run id; a handle that saw one
         # incarnation's head must not append to the next (the ABA case).
         self.incarnation: dict[str, int] = {}
@@ -51,6 +85,8 @@ class VaultModel(RuleBasedStateMachine):
             report = self.vault.verify()
             assert report.ok, [str(p) for p in report.problems]
             self.vault.close()
+            for vault in self.abandoned:
+                vault.close()
             shutil.rmtree(self.dir, ignore_errors=True)
 
     @rule(run_id=RUN_IDS, state=STATES)
@@ -59,6 +95,63 @@ class VaultModel(RuleBasedStateMachine):
         checkpoint = run.save(state)
         history = self.model.setdefault(run_id, [])
         history.append(state)
+        self.deltas[run_id] = 0
+        assert checkpoint.seq == len(history)
+
+    def _unique(self, value: Any) -> list[Any]:
+        """`value` made unlike anything stored before, so every change is a change."""
+        self.counter += 1
+        return [self.counter, value]
+
+    def _committed_delta(self, run_id: str, state: dict[Any, Any]) -> None:
+        history = self.model[run_id]
+        history.append(state)
+        self.deltas[run_id] = self.deltas.get(run_id, 0) + 1
+        if self.deltas[run_id] >= POLICY.records:
+            history.append(state)  # the fold by policy, in the same call
+            self.deltas[run_id] = 0
+
+    @rule(run_id=RUN_IDS, key=KEYS, value=VALUES)
+    def transaction(self, run_id: str, key: str, value: Any) -> None:
+        history = self.model.get(run_id, [])
+        if history and not isinstance(history[-1], dict):
+            return  # a transaction sets a key: the root must be a dict
+        new = self._unique(value)
+        with self.vault.run(run_id).transaction(default={}) as state:
+            state[key] = new
+        if not history:
+            self.model[run_id] = [{key: new}]  # the first entry is a whole state
+            self.deltas[run_id] = 0
+            return
+        self._committed_delta(run_id, {**history[-1], key: new})
+
+    @rule(run_id=RUN_IDS, key=KEYS, value=VALUES)
+    def apply(self, run_id: str, key: str, value: Any) -> None:
+        history = self.model.get(run_id, [])
+        new = self._unique(value)
+        run = self.vault.run(run_id)
+        if not history:
+            with pytest.raises(statevault.RunNotFound):
+                run.apply([ops.set([key], new)])
+        elif not isinstance(history[-1], dict):
+            with pytest.raises(OpError):
+                run.apply([ops.set([key], new)])
+        else:
+            run.apply([ops.set([key], new)])
+            self._committed_delta(run_id, {**history[-1], key: new})
+
+    @rule(run_id=RUN_IDS)
+    def fold(self, run_id: str) -> None:
+        history = self.model.get(run_id, [])
+        run = self.vault.run(run_id)
+        if not history:
+            with pytest.raises(statevault.RunNotFound):
+                run.checkpoint()
+            return
+        checkpoint = run.checkpoint()
+        if self.deltas.get(run_id, 0):
+            history.append(history[-1])
+            self.deltas[run_id] = 0
         assert checkpoint.seq == len(history)
 
     @rule(run_id=RUN_IDS)
@@ -77,6 +170,7 @@ class VaultModel(RuleBasedStateMachine):
         if seen == len(history) and (seen == 0 or incarnation == current):
             handle.save(state)
             self.model.setdefault(run_id, []).append(state)
+            self.deltas[run_id] = 0
             self.stale[run_id] = (handle, current, seen + 1)
         else:
             with pytest.raises(statevault.ConflictError):
@@ -86,13 +180,22 @@ class VaultModel(RuleBasedStateMachine):
     def delete(self, run_id: str) -> None:
         assert self.vault.delete_run(run_id) == bool(self.model.get(run_id))
         self.model.pop(run_id, None)
+        self.deltas.pop(run_id, None)
         self.incarnation[run_id] = self.incarnation.get(run_id, 0) + 1
 
     @precondition(lambda self: self.kind != "memory")
     @rule()
     def reopen(self) -> None:
         self.vault.close()
-        self.vault = statevault.open(self.url)
+        self.vault = self.connect()
+        self.stale.clear()
+
+    @precondition(lambda self: self.kind != "memory")
+    @rule()
+    def crash_and_reopen(self) -> None:
+        """Open again without closing, as a restarted process would after a crash."""
+        self.abandoned.append(self.vault)
+        self.vault = self.connect()
         self.stale.clear()
 
     @rule(run_id=RUN_IDS, data=st.data())
@@ -128,7 +231,14 @@ class MemoryModel(VaultModel):
     kind = "memory"
 
 
-_settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
-TestSqliteModel = _settings(SqliteModel).TestCase
-TestFilesModel = _settings(FilesModel).TestCase
-TestMemoryModel = _settings(MemoryModel).TestCase
+SETTINGS = settings(max_examples=100, stateful_step_count=30, deadline=None)
+THOROUGH = settings(max_examples=1500, stateful_step_count=50, deadline=None)
+TestSqliteModel = SETTINGS(SqliteModel).TestCase
+TestFilesModel = SETTINGS(FilesModel).TestCase
+TestMemoryModel = SETTINGS(MemoryModel).TestCase
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("machine", [SqliteModel, FilesModel, MemoryModel])
+def test_models_thoroughly(machine: type[VaultModel]) -> None:
+    run_state_machine_as_test(machine, settings=THOROUGH)
