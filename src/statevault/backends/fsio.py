@@ -56,7 +56,7 @@ class FileIO:
 
     def __init__(self, *, sync: bool = True) -> None:
         self.sync = sync
-        self._poisoned: OSError | None = None
+        self._poisoned: BaseException | None = None
 
     def syscall(self, call: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         """Make one OS call (`os.write`, `os.fsync`, ...). Tests override this to record or
@@ -64,6 +64,20 @@ class FileIO:
         return call(*args, **kwargs)
 
     # -- durability ---------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Raise DurabilityError if a flush has failed (the backend calls it before it
+        writes by other means than this class, as SQLite does)."""
+        self._check_poison()
+
+    def fail_flush(self, error: BaseException, what: str) -> DurabilityError:
+        """Record that a flush failed, here or in a database engine's own I/O; every
+        later write or flush is then refused. Returns the error for the caller to raise."""
+        self._poisoned = error
+        return DurabilityError(
+            f"{what} failed ({error}): whether it reached the disk is unknown, and this "
+            f"vault handle refuses further writes. Close it and open the vault again."
+        )
+
     def _check_poison(self) -> None:
         if self._poisoned is not None:
             raise DurabilityError(
@@ -86,8 +100,7 @@ class FileIO:
         try:
             self.syscall(call, fd)
         except OSError as exc:
-            self._poisoned = exc
-            raise DurabilityError(f"{what} failed: {exc}") from exc
+            raise self.fail_flush(exc, what) from exc
 
     def fsync(self, fd: int) -> None:
         """Flush one open file's data and metadata; a failure poisons this FileIO."""
@@ -112,8 +125,7 @@ class FileIO:
             # The entries are not flushed either way: whoever changed them must not be
             # told that the call failed cleanly, since the change is visible and may yet
             # reach the disk. A flush that could not run is a failed flush.
-            self._poisoned = exc
-            raise DurabilityError(f"could not open directory {path} to flush it: {exc}") from exc
+            raise self.fail_flush(exc, f"opening directory {path} to flush it") from exc
         try:
             self._flush(os.fsync, fd, f"fsync of directory {path}")
         finally:

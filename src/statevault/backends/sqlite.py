@@ -261,6 +261,7 @@ class SqliteBackend:
         """One write transaction: all of it commits (durably) or none of it does."""
         conn = self._conn()
         with self._write_lock:
+            self._io.check_writable()
             self._pending_bytes = 0
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -269,13 +270,12 @@ class SqliteBackend:
             try:
                 yield conn
                 crash_point(_CRASH_BEFORE_COMMIT)
-                conn.execute("COMMIT")
+                self._commit(conn)
                 crash_point(_CRASH_AFTER_COMMIT)
                 self._io.db_committed(self._path)
                 self._checkpointer.committed(self._pending_bytes)
             except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                _roll_back(conn)
                 if isinstance(exc, sqlite3.Error):
                     raise self._storage_error(exc) from exc
                 raise
@@ -300,6 +300,7 @@ class SqliteBackend:
         try:
             conn = self._conn()
             with self._write_lock:
+                self._io.check_writable()
                 self._group.gather(group)
                 self._pending_bytes = 0
                 conn.execute("BEGIN IMMEDIATE")
@@ -321,13 +322,12 @@ class SqliteBackend:
                         self._group.gather(group)
                     culprit = None
                     crash_point(_CRASH_BEFORE_COMMIT)
-                    conn.execute("COMMIT")
+                    self._commit(conn)
                     committed = True
                     crash_point(_CRASH_AFTER_COMMIT)
                     self._io.db_committed(self._path)
                 except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                    _roll_back(conn)
                     raise
                 self._checkpointer.committed(self._pending_bytes)
         except BaseException as exc:
@@ -373,6 +373,25 @@ class SqliteBackend:
                 )
                 error.__cause__ = exc
             write.error = error
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        """COMMIT. An I/O error inside it leaves the outcome unknown: the transaction's
+        frames may be in the WAL with their commit mark, unflushed, so a crash may keep
+        them or drop them ("nothing was written" would be false). The handle is then
+        poisoned, as after any failed flush: the disk failing it is not trusted with more
+        commits. (A WAL checkpoint whose flush failed needs no such care: it leaves the
+        WAL in place and copies, rewriting, the same pages at its next try.)
+        """
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            name = getattr(exc, "sqlite_errorname", None) or ""
+            # A full disk shows at COMMIT too, where the WAL is written: it may have
+            # stopped a write, or a flush (fsync can report ENOSPC), and SQLite's code
+            # does not say which.
+            if name.startswith(("SQLITE_IOERR", "SQLITE_FULL")):
+                raise self._io.fail_flush(exc, f"{self._path}: SQLite's commit") from exc
+            raise
 
     def _storage_error(self, exc: sqlite3.Error) -> StorageError:
         text = str(exc)
@@ -772,6 +791,14 @@ class SqliteBackend:
 
 
 _WriteState = Literal["queued", "lead", "running", "done"]
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    """Roll back after a failure; quietly, so the failure's own error is the one raised
+    (SQLite rolls back an unfinished transaction at the next open anyway)."""
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 @dataclass(slots=True, eq=False)  # eq=False: queue removal must find this write, not an equal one
