@@ -6,7 +6,8 @@ ENOSPC, or a short write), and then:
 
 - every API call that failed raised a typed `StateVaultError` (never a raw OSError);
 - a failed flush raised `DurabilityError` and poisoned the handle: no later write or
-  flush went through it (a retried fsync could report success for lost data);
+  flush went through it (a retried fsync could report success for lost data), and no
+  call returned success over a failed flush that the handle did not notice;
 - a failed call changed all or nothing: a healthy reader sees the vault as it was
   before the call or as the call would have left it, nothing in between;
 - after the run, the vault opens with no manual step and holds exactly what the model
@@ -70,6 +71,7 @@ class FailingFileIO(FileIO):
         self.error = error
         self.calls = 0
         self.injected = 0
+        self.flushes_failed = 0
         self.changes_after_poison: list[str] = []
 
     def syscall(self, call: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -79,6 +81,7 @@ class FailingFileIO(FileIO):
             failing = self.calls == self.fail_at or (self.persistent and self.calls > self.fail_at)
             if failing:
                 self.injected += 1
+                self.flushes_failed += call in (os.fsync, os.fdatasync)
                 if call is os.close:
                     # Linux frees the descriptor even when close reports an error.
                     call(*args)
@@ -127,6 +130,7 @@ def run_with_fault(
     try:
         for i, step in enumerate([Step("reopen"), *steps]):
             poisoned_before = io.poisoned
+            flushes_failed_before = io.flushes_failed
             try:
                 if step.kind == "reopen":
                     if vault is not None:
@@ -152,6 +156,13 @@ def run_with_fault(
                 report.problems.append(f"step {i} ({step}) raised untyped {exc!r}")
                 break
             else:
+                if io.flushes_failed > flushes_failed_before and not io.poisoned:
+                    # Success after a failed flush is right only for work done before it
+                    # (a delta whose fold then failed), and only if the handle noticed.
+                    report.problems.append(
+                        f"step {i} ({step}) returned success although a flush failed in "
+                        f"it, and the handle was not poisoned: the failure was swallowed"
+                    )
                 unfolded = _forked(model, step, fold=False)
                 if model.step(step) and _healthy_view(url) == unfolded.view():
                     # The call made a delta that the policy folds, but a storage error

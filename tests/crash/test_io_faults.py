@@ -1,16 +1,21 @@
-"""Failed I/O on the files backend: every call of a workload fails in turn (faultio.py).
+"""Failed I/O: every call of a workload fails in turn (faultio.py, fiu_child.py).
 
 Each workload runs once per N with its N-th file operation failing, once and from
 then on, with EIO, ENOSPC and short writes; afterwards the vault must open with no
-manual step and hold what the model says. A real full disk (a small tmpfs) follows.
+manual step and hold what the model says. The files backend is failed at its FileIO,
+SQLite inside its own libc calls (libfiu); a real full disk (a small tmpfs) follows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import pathlib
+import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 
@@ -166,3 +171,57 @@ def test_a_full_disk_fails_cleanly_and_keeps_every_acknowledged_save(kind: str) 
             assert vault.verify().ok
             run.save({"after": True})
             assert run.load() == {"after": True}
+
+
+# -- SQLite: failures inside SQLite's own I/O (libfiu) -------------------------------------------
+FIU_RUN = shutil.which("fiu-run")
+FIU_PRELOAD = "/usr/lib/fiu/fiu_posix_preload.so"
+SQLITE_WORKLOADS = [
+    ([Step("save", "a", 10)], False),
+    ([Step("save", "a", 10)], True),
+    ([Step("transaction", "a", 10), Step("apply", "a", 11), Step("fold", "a", 12)], True),
+    ([Step("delete", "a", 10), Step("save", "b", 11)], True),
+]
+
+
+@pytest.mark.skipif(
+    FIU_RUN is None or not os.path.exists(FIU_PRELOAD),
+    reason="libfiu is not installed (Debian: apt-get install fiu-utils); it injects the "
+    "failures into SQLite's own open/read/write/fsync calls",
+)
+@pytest.mark.parametrize(("fault", "persistent"), [("EIO", False), ("EIO", True), ("ENOSPC", True)])
+def test_every_io_call_inside_sqlite_fails(fault: str, persistent: bool, scratch: str) -> None:
+    assert FIU_RUN is not None
+    here = pathlib.Path(__file__).parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(pathlib.Path(statevault.__file__).parents[1]), str(here)]
+        ),
+    }
+    runs = failed = 0
+    problems: list[str] = []
+    for steps, populated in SQLITE_WORKLOADS:
+        job = {
+            "steps": [{"kind": s.kind, "run": s.run, "n": s.n} for s in steps],
+            "populated": populated,
+            "errno": FAULTS[fault],
+            "persistent": persistent,
+            "scratch": scratch,
+        }
+        child = subprocess.run(
+            [FIU_RUN, "-x", "-f", "", sys.executable, str(here / "fiu_child.py"), json.dumps(job)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert child.returncode == 0, child.stderr[-3000:]
+        result = json.loads(child.stdout.splitlines()[-1])
+        runs, failed = runs + result["runs"], failed + result["failed"]
+        problems += [f"{', '.join(map(str, steps))}: {p}" for p in result["problems"]]
+    mode = "from then on" if persistent else "once"
+    print(f"\nSQLite, {fault} {mode}: {runs} runs, {failed} calls failed, {len(problems)} problems")
+    assert runs > 50
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:5])
