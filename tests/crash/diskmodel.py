@@ -9,7 +9,11 @@ recording started, the way a disk may have kept it at a crash:
 - an operation is *durable* once a later flush covers it: a write or truncate once its
   file is fsynced or fdatasynced, a directory entry (create, mkdir, link, rename,
   unlink, rmdir) once its directory is fsynced. A file fsync does not make the file's
-  name durable (ext4 happens to do so; POSIX does not promise it);
+  name durable (ext4 happens to do so; POSIX does not promise it). A rename within a
+  directory is atomic; a file's rename across directories is two changes, the new
+  name made durable by its directory's fsync and the old name's removal by the
+  other's; a directory's rename across directories is atomic and durable once both
+  directories are flushed (a directory cannot have two names);
 - every other operation issued before the crash is *volatile*: any subset of them may
   have reached the disk, in any order. Enumerated: all of them (a process crash),
   none, each in-order prefix (a crash at each point between two flushes, on a disk
@@ -119,9 +123,10 @@ class Image:
                 self.dirs.setdefault(op.inode, {})
             else:
                 self.files.setdefault(op.inode, b"")
-            source = self.dirs.setdefault(op.src_parent, {})
-            if source.get(op.src_name) == op.inode:
-                del source[op.src_name]
+            if op.src_name:  # a rename within one directory; else only its new name
+                source = self.dirs.setdefault(op.src_parent, {})
+                if source.get(op.src_name) == op.inode:
+                    del source[op.src_name]
             self.dirs.setdefault(op.parent, {})[op.name] = op.inode
         elif kind in ("unlink", "rmdir"):
             entries = self.dirs.setdefault(op.parent, {})
@@ -313,7 +318,15 @@ class RecordingFileIO(FileIO):
         assert inode is not None
         is_dir = inode in self.live.dirs
         label = f"{self._relative(src)} -> {self._relative(dst)}"
-        self._log(Op("rename", inode, *target, *source, is_dir=is_dir, label=label))
+        if source[0] == target[0] or is_dir:
+            # Atomic: within one directory, or of a directory (which cannot have two
+            # names); across directories it is durable once both are flushed.
+            self._log(Op("rename", inode, *target, *source, is_dir=is_dir, label=label))
+            return
+        # A file across directories: each directory's change becomes durable with its
+        # own fsync, so the new name may survive while the old one is still there too.
+        self._log(Op("rename", inode, *target, label=f"{label} (new name)"))
+        self._log(Op("unlink", inode, *source, label=f"{label} (old name)"))
 
     def _on_link(self, call: Callable[[str, str], None], src: str, dst: str) -> None:
         inode = self._inode(src)
@@ -421,17 +434,24 @@ class Recording:
         covering = [never] * len(self.ops)
         pending_data: dict[int, list[int]] = {}
         pending_entries: dict[int, list[int]] = {}
+        # A directory renamed across directories needs both flushed: how many to go.
+        waiting: dict[int, int] = {}
         for i, op in enumerate(self.ops):
             if op.kind in ("write", "truncate"):
                 pending_data.setdefault(op.inode, []).append(i)
             elif op.kind in DIRECTORY_OPS:
                 pending_entries.setdefault(op.parent, []).append(i)
+                if op.kind == "rename" and op.src_name and op.src_parent != op.parent:
+                    pending_entries.setdefault(op.src_parent, []).append(i)
+                    waiting[i] = 2
             elif op.kind == "fsync":
                 for j in pending_data.pop(op.inode, []):
                     covering[j] = i
             elif op.kind == "fsync_dir":
                 for j in pending_entries.pop(op.inode, []):
-                    covering[j] = i
+                    waiting[j] = waiting.get(j, 1) - 1
+                    if waiting[j] == 0:
+                        covering[j] = i
         return covering
 
     def crash_points(self) -> list[int]:
