@@ -64,11 +64,6 @@ class FileIO:
         return call(*args, **kwargs)
 
     # -- durability ---------------------------------------------------------------------
-    def check_writable(self) -> None:
-        """Raise DurabilityError if a flush has failed (the backend calls it before it
-        writes by other means than this class, as SQLite does)."""
-        self._check_poison()
-
     def fail_flush(self, error: BaseException, what: str) -> DurabilityError:
         """Record that a flush failed, here or in a database engine's own I/O; every
         later write or flush is then refused. Returns the error for the caller to raise."""
@@ -78,7 +73,9 @@ class FileIO:
             f"vault handle refuses further writes. Close it and open the vault again."
         )
 
-    def _check_poison(self) -> None:
+    def check_writable(self) -> None:
+        """Raise DurabilityError if a flush has failed. Every write here calls it, and
+        a backend that writes by other means (SQLite) calls it before it writes."""
         if self._poisoned is not None:
             raise DurabilityError(
                 "an earlier flush to disk failed, so this vault handle refuses to write: "
@@ -94,7 +91,7 @@ class FileIO:
     def _flush(self, call: Callable[[int], None], fd: int, what: str) -> None:
         # A flush after a failed one is refused too, never retried: it could report
         # success for data the kernel already dropped (the "fsyncgate" failure).
-        self._check_poison()
+        self.check_writable()
         if not self.sync:
             return
         try:
@@ -116,7 +113,7 @@ class FileIO:
 
     def fsync_dir(self, path: str) -> None:
         """Make the entries of a directory (creates, renames, links, unlinks) durable."""
-        self._check_poison()
+        self.check_writable()
         if not self.sync:
             return
         try:
@@ -257,7 +254,7 @@ class FileIO:
             exclusive: with `create`, fail with FileExistsError if it exists.
             append: every `write` goes to the end of the file.
         """
-        self._check_poison()
+        self.check_writable()
         flags = os.O_RDWR | os.O_CLOEXEC
         if create:
             flags |= os.O_CREAT | (os.O_EXCL if exclusive else 0)
@@ -267,17 +264,17 @@ class FileIO:
 
     def write(self, fd: int, data: Data) -> int:
         """One write at the file position; returns how much was written (may be less)."""
-        self._check_poison()
+        self.check_writable()
         return self.syscall(os.write, fd, data)
 
     def pwrite(self, fd: int, data: Data, offset: int) -> int:
         """One write at `offset`; returns how much was written (may be less)."""
-        self._check_poison()
+        self.check_writable()
         return self.syscall(os.pwrite, fd, data, offset)
 
     def truncate(self, fd: int, size: int) -> None:
         """Cut or extend (with zeros) an open file to `size` bytes."""
-        self._check_poison()
+        self.check_writable()
         self.syscall(os.ftruncate, fd, size)
 
     def close(self, fd: int) -> None:
@@ -292,12 +289,12 @@ class FileIO:
 
     def rename(self, src: str, dst: str) -> None:
         """Atomically replace `dst` by `src` (durable after `fsync_dir` of dst's parent)."""
-        self._check_poison()
+        self.check_writable()
         self.syscall(os.replace, src, dst)
 
     def link(self, src: str, dst: str) -> bool:
         """Create `dst` as a new name of `src` unless `dst` exists; True if created."""
-        self._check_poison()
+        self.check_writable()
         try:
             self.syscall(os.link, src, dst)
         except FileExistsError:
@@ -324,7 +321,7 @@ class FileIO:
 
     def create_dir(self, path: str) -> bool:
         """Create one directory (its parent must exist); True if this call created it."""
-        self._check_poison()
+        self.check_writable()
         try:
             self.syscall(os.mkdir, path, 0o755)
         except FileExistsError:
