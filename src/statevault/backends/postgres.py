@@ -49,6 +49,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -234,6 +235,8 @@ class PostgresBackend:
         self._closed = False
         self._close_lock = threading.Lock()
         self._listeners: weakref.WeakSet[_PostgresListener] = weakref.WeakSet()
+        self._executor: ThreadPoolExecutor | None = None
+        self._thread_prefix = f"statevault-pg-{id(self):x}"
         self._sql = _Statements(self._options.schema)
         with self._connect_directly() as conn:
             self._check_settings(conn)
@@ -344,16 +347,20 @@ class PostgresBackend:
         """
         deadline = time.monotonic() + self._timeout
         pause = 0.02
+        lost: psycopg.Error | None = None
         while True:
             self._check_open()
             try:
                 with self._pool.connection(timeout=max(0.0, deadline - time.monotonic())) as conn:
                     return work(conn)
             except PoolTimeout as exc:
+                if lost is not None:
+                    raise self._storage_error(lost) from exc
                 raise self._unreachable() from exc
             except psycopg.Error as exc:
                 if not _retryable(exc) or time.monotonic() + pause > deadline:
                     raise self._storage_error(exc) from exc
+                lost = exc
             # Other idle connections of the pool died with this one if the server
             # restarted; checking them now spares each later call a failed first try.
             time.sleep(pause)
@@ -684,13 +691,41 @@ class PostgresBackend:
         self._listeners.add(listener)
         return listener
 
+    # -- async ------------------------------------------------------------------------
+    async def offload(self, call: Callable[[], T]) -> T:
+        """Run a blocking call of the async API on this vault's own threads.
+
+        As many threads as the pool has connections, plus a few for listeners waiting
+        on notifications (they hold a thread, not a pooled connection): awaiting calls
+        queue for a thread instead of holding one of the loop's default executor while
+        they wait for a connection. Rejected: psycopg's async connections, which would
+        need a second, async copy of every method above for no gain in a call that
+        runs one or two statements.
+        """
+        import asyncio  # noqa: PLC0415 - loaded already: a loop is running
+
+        with self._close_lock:
+            self._check_open()
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    self._options.pool_size + 4, thread_name_prefix=self._thread_prefix
+                )
+            executor = self._executor
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
+
     def close(self) -> None:
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
+            executor, self._executor = self._executor, None
         for listener in list(self._listeners):
             listener.close()
+        if executor is not None:
+            # `await vault.aclose()` closes from one of these threads, which cannot wait
+            # for itself; the others finish their calls (which now find the vault closed).
+            own = threading.current_thread().name.startswith(self._thread_prefix)
+            executor.shutdown(wait=not own)
         self._pool.close()
 
 
