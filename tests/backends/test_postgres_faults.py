@@ -28,7 +28,8 @@ from postgres_support import PG_DSN, pg_url, require_postgres
 
 psycopg = pytest.importorskip("psycopg")
 
-from statevault.backends.postgres import PostgresBackend  # noqa: E402 - after the importorskip
+from statevault.backends import postgres  # noqa: E402 - after the importorskip
+from statevault.backends.postgres import PostgresBackend  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -205,6 +206,8 @@ class CuttingProxy:
     `cut_after(marker)`: the next time the client sends bytes containing `marker`, the
     server's reply to them is swallowed and both sides are closed. The server has then
     done (and committed) what was asked, and the client cannot know it.
+    `freeze_after(marker)`: after the client sends bytes containing `marker`, hold
+    back everything it sends next until `thaw()`, as if the client process were frozen.
     `refuse()`: close every connection and refuse new ones, as a server that went away.
     """
 
@@ -217,12 +220,22 @@ class CuttingProxy:
         self._sockets: list[socket.socket] = []
         self.cuts = 0
         self._refusing = False
+        self._freeze_marker: bytes | None = None
+        self._thawed = threading.Event()
         self._accepting = threading.Thread(target=self._accept, daemon=True)
         self._accepting.start()
 
     def cut_after(self, marker: bytes) -> None:
         with self._lock:
             self._marker = marker
+
+    def freeze_after(self, marker: bytes) -> None:
+        with self._lock:
+            self._freeze_marker = marker
+            self._thawed.clear()
+
+    def thaw(self) -> None:
+        self._thawed.set()
 
     def refuse(self) -> None:
         with self._lock:
@@ -249,11 +262,17 @@ class CuttingProxy:
             threading.Thread(target=self._down, args=(server, client, armed), daemon=True).start()
 
     def _up(self, client: socket.socket, server: socket.socket, armed: threading.Event) -> None:
+        frozen = False
         while data := _recv(client):
+            if frozen:
+                self._thawed.wait()
             with self._lock:
                 if self._marker is not None and self._marker in data:
                     self._marker = None
                     armed.set()
+                if self._freeze_marker is not None and self._freeze_marker in data:
+                    self._freeze_marker = None
+                    frozen = True
             try:
                 server.sendall(data)
             except OSError:
@@ -365,6 +384,47 @@ def test_server_gone_is_a_clear_storage_error(proxy: CuttingProxy, pg_schema: st
         assert direct.head("r") == 1, "the failed commit left nothing"
     finally:
         direct.close()
+
+
+def test_client_frozen_inside_a_lease_change_does_not_block_others(
+    proxy: CuttingProxy, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client frozen between two statements of a transaction that holds the lease row:
+    the server ends that transaction after the lock-hold limit, so another worker gets
+    the lease, and the frozen one, when it resumes, is refused."""
+    monkeypatch.setattr(postgres, "LOCK_HOLD_LIMIT", "1s")
+    frozen = PostgresBackend(_through(proxy, pg_schema), initial_meta={})
+    other = PostgresBackend(pg_url(pg_schema), initial_meta={})
+    try:
+        # Frozen after reading the clock, before storing its grant: the row is locked.
+        proxy.freeze_after(b"clock_timestamp())::float8")
+        outcome: list[Any] = []
+
+        def acquire() -> None:
+            try:
+                outcome.append(frozen.acquire_lease("r", "frozen", 30))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=acquire)
+        thread.start()
+        granted: list[Any] = []
+        taker = threading.Thread(
+            target=lambda: granted.append(other.acquire_lease("r", "other", 30)), daemon=True
+        )
+        taker.start()
+        taker.join(timeout=20)
+        assert granted, "the other worker is still blocked by the frozen client's lock"
+        grant = granted[0]
+        assert grant.owner == "other"
+        proxy.thaw()
+        thread.join(timeout=30)
+        assert len(outcome) == 1 and isinstance(outcome[0], statevault.LeaseHeld), outcome
+        assert other.read_lease("r") == grant
+    finally:
+        proxy.thaw()
+        frozen.close()
+        other.close()
 
 
 # -- a server restarted under load (slow) -----------------------------------------------

@@ -50,6 +50,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -115,6 +116,8 @@ _LOST_SQLSTATES = frozenset(
         "57P01",  # admin_shutdown: pg_terminate_backend, or a fast/immediate shutdown
         "57P02",  # crash_shutdown: another backend crashed and the server restarts
         "57P03",  # cannot_connect_now: the server is starting up or shutting down
+        "57P05",  # idle_session_timeout: the server closed an idle connection
+        "25P03",  # idle_in_transaction_session_timeout: see `_locking_transaction`
     }
 )
 _ROLLED_BACK_SQLSTATES = frozenset(
@@ -125,6 +128,10 @@ _ROLLED_BACK_SQLSTATES = frozenset(
 )
 
 _SERVER_SETTINGS = ("fsync", "full_page_writes", "synchronous_commit")
+
+LOCK_HOLD_LIMIT = "5s"
+"""How long the server waits for a frozen client inside a transaction holding row locks
+(see `_locking_transaction`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,7 +578,7 @@ class PostgresBackend:
         removed: dict[int, bytes] = {}
 
         def attempt(conn: Connection) -> None:
-            with conn.transaction():
+            with _locking_transaction(conn):
                 self._check_lease(conn, run_id, lease_token)
                 while True:
                     locked = conn.execute(self._sql.lock_head, (run_id,)).fetchone()
@@ -609,7 +616,7 @@ class PostgresBackend:
         """
 
         def attempt(conn: Connection) -> LeaseGrant | None:
-            with conn.transaction():
+            with _locking_transaction(conn):
                 conn.execute(self._sql.ensure_lease, (run_id,))
                 row = conn.execute(self._sql.lock_lease, (run_id,)).fetchone()
                 # Read after the lock is held: a wait for it must not age the clock.
@@ -663,7 +670,7 @@ class PostgresBackend:
 
         def attempt(conn: Connection) -> int:
             # One transaction: a crash leaves every object either in place or aside.
-            with conn.transaction():
+            with _locking_transaction(conn):
                 moved = 0
                 for start in range(0, len(keys), _BATCH_COUNT):
                     batch = keys[start : start + _BATCH_COUNT]
@@ -787,6 +794,25 @@ class _PostgresListener:
             pass  # a dead connection's row is cleared by the next listener
         finally:
             conn.close()
+
+
+@contextmanager
+def _locking_transaction(conn: Connection) -> Iterator[None]:
+    """A transaction that takes row locks between round trips to this client.
+
+    If this process is frozen inside it (SIGSTOP, a debugger, a long GC pause), the
+    server ends the transaction after `LOCK_HOLD_LIMIT` of waiting for the client,
+    and its locks with it: otherwise a frozen lease holder stopped mid-renewal would
+    block every writer and its own successor until it resumed. The client finds its
+    connection gone when it resumes and retries, or hears `LeaseLost`. Commits need no
+    such limit: a commit is one statement, never idle in its transaction.
+    """
+    with conn.transaction():
+        conn.execute(
+            b"SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+            (LOCK_HOLD_LIMIT,),
+        )
+        yield
 
 
 def _grant(
