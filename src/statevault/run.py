@@ -32,6 +32,7 @@ from statevault.engine.schemas import SchemaStore
 from statevault.errors import (
     CheckpointNotFound,
     ConflictError,
+    CorruptionError,
     LeaseError,
     MigrationError,
     RunNotFound,
@@ -816,6 +817,17 @@ class Run:
             head, _ = self._engine.head(self._id)
             if head.seq == 0:
                 raise RunNotFound(self._id)
+            if at < head.seq:
+                # Histories have no holes: a seq below the head that cannot be read was
+                # lost to damage (a SQLite index page, a deleted file), not never written.
+                raise CorruptionError(
+                    f"the run's history runs to checkpoint {head.seq}, but checkpoint {at} "
+                    f"cannot be found in it",
+                    run_id=self._id,
+                    seq=at,
+                    hint="Run `statevault verify PATH` to see the damage, and "
+                    "`statevault repair PATH` to roll the run back before it.",
+                )
             raise CheckpointNotFound(self._id, at, head.seq)
         return found
 

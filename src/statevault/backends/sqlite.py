@@ -64,6 +64,7 @@ from statevault.backends.base import (
 from statevault.backends.fsio import FileIO
 from statevault.errors import (
     ConflictError,
+    CorruptionError,
     LeaseError,
     NotAVaultError,
     StorageError,
@@ -199,6 +200,7 @@ class SqliteBackend:
             return True
         header = self._io.read_prefix(self._path, len(SQLITE_HEADER))
         if header != SQLITE_HEADER:
+            self._refuse_damaged_vault("its SQLite header is damaged")
             raise NotAVaultError(self._path, "it is not a SQLite database")
         try:
             probe = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=self._timeout)
@@ -210,7 +212,14 @@ class SqliteBackend:
             finally:
                 probe.close()
         except sqlite3.DatabaseError as exc:
+            # It starts as a SQLite file but SQLite finds it malformed: a damaged
+            # database (a vault's, or anyone's), which a new path would not help.
+            if getattr(exc, "sqlite_errorcode", None) in (11, 26):
+                raise self._damaged(str(exc)) from exc
+            self._refuse_damaged_vault(f"SQLite cannot read it ({exc})")
             raise NotAVaultError(self._path, f"SQLite cannot read it ({exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise self._damaged(f"a table name is not valid text ({exc})") from exc
         if META_TABLE in tables:
             self._lease_table = LEASE_TABLE in tables
             return False
@@ -364,7 +373,7 @@ class SqliteBackend:
                 error.__cause__ = exc
             elif write is origin:
                 error = exc
-            elif isinstance(exc, StorageError | VaultClosedError):
+            elif isinstance(exc, StorageError | VaultClosedError | CorruptionError):
                 error = type(exc)(*exc.args)
             else:
                 error = StorageError(
@@ -393,8 +402,42 @@ class SqliteBackend:
                 raise self._io.fail_flush(exc, f"{self._path}: SQLite's commit") from exc
             raise
 
-    def _storage_error(self, exc: sqlite3.Error) -> StorageError:
+    def _damaged(self, what: str) -> CorruptionError:
+        return CorruptionError(
+            f"{self._path}: the SQLite file is damaged: {what}",
+            hint=(
+                "SQLite's own pages carry no checksum, so statevault cannot tell which "
+                "checkpoints survived; restore the file from a backup (`statevault verify` "
+                "shows what can still be read)."
+            ),
+        )
+
+    def _refuse_damaged_vault(self, what: str) -> None:
+        """Raise CorruptionError if an unreadable file still looks like a vault.
+
+        A file that is not a SQLite database is refused as foreign (NotAVaultError:
+        "nothing was changed, pass a new path"); but when its damaged pages still hold
+        the vault's own table definitions, that advice would be wrong: it is a damaged
+        vault, and must be reported as one.
+        """
+        with suppress(OSError):
+            head = self._io.read_prefix(self._path, 1 << 16)
+            if f"CREATE TABLE {META_TABLE}".encode() in head or _sqlite_pages_follow(
+                head, self._io.size(self._path)
+            ):
+                raise self._damaged(what)
+
+    def _storage_error(self, exc: sqlite3.Error) -> StorageError | CorruptionError:
+        # SQLITE_CORRUPT and SQLITE_NOTADB: damaged pages, not a failing disk or a lock.
+        if getattr(exc, "sqlite_errorcode", None) in (11, 26):
+            return self._damaged(str(exc))
         text = str(exc)
+        if text.startswith("Could not decode to UTF-8"):
+            return self._damaged(f"stored text does not decode ({text})")
+        if text.startswith(("no such column", "no such table")):
+            # Every statement names tables and columns the vault's schema creates (the
+            # optional ones are looked up first): the stored schema text is damaged.
+            return self._damaged(f"its schema no longer matches statevault's ({text})")
         if "locked" in text or "busy" in text:
             return VaultBusyError(
                 f"{self._path}: another process held the write lock for more than "
@@ -408,6 +451,9 @@ class SqliteBackend:
             return self._conn().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise self._storage_error(exc) from exc
+        except UnicodeDecodeError as exc:
+            # A TEXT column (a run id) whose stored bytes were damaged.
+            raise self._damaged(f"stored text does not decode ({exc})") from exc
 
     # -- metadata -----------------------------------------------------------------------
     def get_meta(self) -> dict[str, bytes]:
@@ -788,6 +834,28 @@ class SqliteBackend:
         self._checkpointer.stop()
         for conn in connections:
             conn.close()
+
+
+_BTREE_PAGE_FLAGS = frozenset({2, 5, 10, 13})
+"""First byte of a SQLite b-tree page: interior/leaf, index/table."""
+
+
+def _sqlite_pages_follow(head: bytes, size: int) -> bool:
+    """Whether a file whose first page is unreadable has SQLite b-tree pages after it.
+
+    Then it is a SQLite database with a damaged header (whoever's it is), not a file
+    of another kind. Checked for every page size SQLite allows.
+    """
+    for page_size in (4096, 1024, 2048, 8192, 16384, 32768, 65536, 512):
+        if size <= page_size or size % page_size:
+            continue
+        for start in range(page_size, min(len(head), 16 * page_size), page_size):
+            page = head[start : start + 8]
+            if len(page) == 8 and page[0] in _BTREE_PAGE_FLAGS:
+                freeblock, cells = int.from_bytes(page[1:3]), int.from_bytes(page[3:5])
+                if freeblock < page_size and 0 < cells < page_size // 4:
+                    return True
+    return False
 
 
 _WriteState = Literal["queued", "lead", "running", "done"]

@@ -1,12 +1,13 @@
 """`verify`: read every byte of a vault and report what is damaged, without raising.
 
-Checks, per run: each record's checksum and format, that seqs run 1..head with no
-gap, that each record chains to its parent's hash, and that each journal entry's
-operations decode. Then every checkpoint's state tree is walked from its root: each
-object present, passing its digest, and its value decoding (shared objects are read
-once, and a damaged one is reported for every checkpoint that uses it). Finally every
-other stored object is read and re-hashed. Objects no checkpoint refers to (left by a
-save that crashed before its record) are counted, not reported: they are harmless.
+Checks, per run: each record's checksum and format, that it reads the same looked up
+by its seq as listed, that seqs run 1..head with no gap, that each record chains to
+its parent's hash, and that each journal entry's operations decode. Then every
+checkpoint's state tree is walked from its root: each object present, passing its
+digest, and its value decoding (shared objects are read once, and a damaged one is
+reported for every checkpoint that uses it). Finally every other stored object is
+read and re-hashed. Objects no checkpoint refers to (left by a save that crashed
+before its record) are counted, not reported: they are harmless.
 
 Each problem says what it costs (`Problem.consequence`): a run is trusted up to the
 newest checkpoint whose whole history verifies (`RunDamage.verified_through`);
@@ -142,6 +143,12 @@ class _Verifier:
         except StateVaultError as exc:
             self.problem("storage", f"the list of runs cannot be read ({_detail(exc)})")
             return
+        if run_ids != sorted(set(run_ids)):
+            self.problem(
+                "storage",
+                "the list of runs repeats or misorders ids: the store's index is damaged",
+            )
+            run_ids = sorted(set(run_ids))
         for run_id in run_ids:
             try:
                 self.check_run(run_id)
@@ -156,6 +163,24 @@ class _Verifier:
         previous: tuple[int, bytes] | None = None
         stored = self.backend.read_checkpoints(run_id, newest_first=False)
         self.heads[run_id] = stored[-1].seq if stored else 0
+        newest_first = self.backend.read_checkpoints(run_id)
+        if (
+            not stored
+            or newest_first[::-1] != stored
+            or self.backend.head(run_id) != self.heads[run_id]
+        ):
+            # Listed, yet empty; or read one way, other records than read the other way:
+            # the store's index is damaged (seen with SQLite index pages), so which
+            # checkpoints the run has cannot be known.
+            seqs = sorted({c.seq for c in stored} | {c.seq for c in newest_first})
+            self.unreadable_runs.add(run_id)
+            self.problem(
+                "storage",
+                f"its checkpoints read differently depending on how they are looked up "
+                f"(seqs found: {seqs[:10]}{'...' if len(seqs) > 10 else ''}): the store's "
+                f"index is damaged",
+                run_id=run_id,
+            )
         expected_seq = 1
         for item in stored:
             self.checkpoints += 1
@@ -168,6 +193,16 @@ class _Verifier:
                     seq=expected_seq,
                 )
             expected_seq = item.seq + 1
+            if self.backend.read_checkpoint(run_id, item.seq) != item.record:
+                # Loads look a checkpoint up by its seq, listings scan the run: both must
+                # find the same bytes, or an index (a SQLite index page) is damaged.
+                self.problem(
+                    "record",
+                    "looked up by its seq it reads otherwise than in the run's listing "
+                    "(a damaged index)",
+                    run_id=run_id,
+                    seq=item.seq,
+                )
             try:
                 record, record_hash = open_record(item.record, run_id=run_id, seq=item.seq)
             except StateVaultError as exc:
@@ -318,7 +353,8 @@ def _consequence(problem: Problem, damage: dict[str, RunDamage]) -> str:
     if not run.repairable:
         return (
             f"How much of run {problem.run_id!r} verifies is unknown; repair cannot fix "
-            f"this, restore the vault from a backup."
+            f"this: restore the vault from a backup (for SQLite, `REINDEX` may rebuild "
+            f"a damaged index)."
         )
     untrusted = _seqs(run.lost)
     if run.verified_through == 0:
