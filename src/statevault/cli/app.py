@@ -18,9 +18,12 @@ import typer
 import statevault
 from statevault.cli.common import (
     EXIT_DAMAGE,
+    JsonOpt,
+    VaultArg,
     clean_errors,
     fail,
     human_size,
+    new_app,
     open_for_reading,
     short,
     stdout,
@@ -28,26 +31,9 @@ from statevault.cli.common import (
 from statevault.cli.migrate import migrate
 from statevault.cli.schema import schema_app
 
-app = typer.Typer(
-    name="statevault",
-    no_args_is_help=True,
-    add_completion=False,
-    # Locals of a crashing frame can hold a user's state; a traceback must not print it.
-    pretty_exceptions_show_locals=False,
-    # Plain help: rich-formatted help costs ~80 ms more at every start.
-    rich_markup_mode=None,
-)
+app = new_app("statevault")
 
-VaultArg = Annotated[
-    str,
-    typer.Argument(
-        metavar="PATH",
-        help="The vault: a SQLite file (or sqlite:///path) or files:///dir. Never created.",
-        show_default=False,
-    ),
-]
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="The run id.", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Write JSON to stdout instead of text.")]
 
 app.add_typer(schema_app)
 app.command(name="migrate")(migrate)

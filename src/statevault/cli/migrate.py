@@ -9,16 +9,20 @@ that module's code: name only modules you trust, as with `python -m`.
 
 from __future__ import annotations
 
-import importlib
 import json as jsonlib
-import os
 import sys
 from typing import Annotated, Any
 
 import typer
 
 import statevault
-from statevault.cli.common import EXIT_DAMAGE, check_exists, clean_errors, fail, stdout
+from statevault.cli.common import (
+    EXIT_DAMAGE,
+    check_exists,
+    clean_errors,
+    import_user_module,
+    stdout,
+)
 
 _MIGRATE_HELP = """Migrate every run of schema NAME to version --to (default: the newest
 registered), each as a new checkpoint, after validating it. Failing runs are left as
@@ -79,14 +83,8 @@ migrate.__doc__ = _MIGRATE_HELP
 
 
 def _import(modules: list[str]) -> None:
-    # As `python -m` does: modules next to where the command runs are importable.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            fail(f"cannot import --module {name!r}: {exc}")
+        import_user_module(name, f"--module {name!r}")
 
 
 def _run(

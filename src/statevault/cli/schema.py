@@ -9,9 +9,7 @@ a stored document with a type in the code and proposes the migration between the
 
 from __future__ import annotations
 
-import importlib
 import json as jsonlib
-import os
 import pathlib
 import sys
 from collections.abc import Callable
@@ -20,27 +18,24 @@ from typing import Annotated, Any
 import typer
 
 import statevault
-from statevault.cli.common import clean_errors, fail, open_for_reading, short, stdout
-
-schema_app = typer.Typer(
-    name="schema",
-    help="List and print the schemas a vault stores (JSON Schema of each version used).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode=None,
+from statevault.cli.common import (
+    JsonOpt,
+    VaultArg,
+    clean_errors,
+    fail,
+    import_user_module,
+    new_app,
+    open_for_reading,
+    short,
+    stdout,
 )
 
-VaultArg = Annotated[
-    str,
-    typer.Argument(
-        metavar="PATH",
-        help="The vault: a SQLite file (or sqlite:///path) or files:///dir. Never created.",
-        show_default=False,
-    ),
-]
+schema_app = new_app(
+    "schema",
+    "List and print the schemas a vault stores (JSON Schema of each version used).",
+)
+
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="The schema's name.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Write JSON to stdout instead of text.")]
 
 
 def _json_schema_text(document: statevault.SchemaDocument) -> str:
@@ -251,13 +246,7 @@ def _import_type(spec: str) -> type[Any]:
     module_name, _, qualname = spec.partition(":")
     if not module_name or not qualname:
         fail(f"--against takes MODULE:TYPE, e.g. myapp.models:OrderV3; got {spec!r}")
-    # As `python -m` does: modules next to where the command runs are importable.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        found: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        fail(f"cannot import {module_name!r} (from --against {spec}): {exc}")
+    found: Any = import_user_module(module_name, f"{module_name!r} (from --against {spec})")
     for part in qualname.split("."):
         try:
             found = getattr(found, part)
