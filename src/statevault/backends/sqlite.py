@@ -220,10 +220,19 @@ class SqliteBackend:
             raise NotAVaultError(self._path, f"SQLite cannot read it ({exc})") from exc
         except UnicodeDecodeError as exc:
             raise self._damaged(f"a table name is not valid text ({exc})") from exc
+        if not all(isinstance(name, str) for name in tables):
+            raise self._damaged("a table name in SQLite's schema is not stored as text")
         if META_TABLE in tables:
             self._lease_table = LEASE_TABLE in tables
             return False
         if tables:
+            # A flipped bit in a table's name makes a vault look like someone else's
+            # database; the vault's own table definitions are still in the file.
+            with suppress(OSError):
+                if f"CREATE TABLE {META_TABLE}".encode() in self._io.read_prefix(
+                    self._path, 1 << 16
+                ):
+                    raise self._damaged(f"its tables are not the vault's ({sorted(tables)})")
             shown = ", ".join(sorted(tables)[:5])
             raise NotAVaultError(self._path, f"it is a SQLite database of other tables ({shown})")
         return True
@@ -412,6 +421,26 @@ class SqliteBackend:
             ),
         )
 
+    def _blob(self, value: object, what: str) -> bytes:
+        """A BLOB cell's bytes; a cell of another type is damage, not a `TypeError`."""
+        # A flipped bit in a record header can change a cell's storage class. bytes() of an
+        # int would even succeed (zero bytes), so the type is checked, never converted.
+        if isinstance(value, bytes):
+            return value
+        raise self._damaged(f"{what} is stored as {type(value).__name__}, not as a blob")
+
+    def _text(self, value: object, what: str) -> str:
+        """A TEXT cell's string; a cell of another type is damage."""
+        if isinstance(value, str):
+            return value
+        raise self._damaged(f"{what} is stored as {type(value).__name__}, not as text")
+
+    def _integer(self, value: object, what: str) -> int:
+        """An INTEGER cell's value; a cell of another type is damage."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise self._damaged(f"{what} is stored as {type(value).__name__}, not as an integer")
+
     def _refuse_damaged_vault(self, what: str) -> None:
         """Raise CorruptionError if an unreadable file still looks like a vault.
 
@@ -458,7 +487,7 @@ class SqliteBackend:
     # -- metadata -----------------------------------------------------------------------
     def get_meta(self) -> dict[str, bytes]:
         rows = self._read("SELECT key, value FROM statevault_meta")
-        return {str(k): bytes(v) for k, v in rows}  # type: ignore[call-overload]
+        return {self._text(k, "a meta key"): self._blob(v, f"meta entry {k!r}") for k, v in rows}
 
     def set_meta(self, key: str, value: bytes) -> None:
         with self._transaction() as conn:
@@ -502,10 +531,13 @@ class SqliteBackend:
 
     def get_objects(self, digests: Iterable[bytes]) -> dict[bytes, bytes]:
         rows = self._select_digests("digest, data", digests)
-        return {bytes(d): bytes(v) for d, v in rows}  # type: ignore[call-overload]
+        return {self._blob(d, "an object digest"): self._blob(v, "an object") for d, v in rows}
 
     def has_objects(self, digests: Iterable[bytes]) -> set[bytes]:
-        return {bytes(row[0]) for row in self._select_digests("digest", digests)}  # type: ignore[call-overload]
+        return {
+            self._blob(row[0], "an object digest")
+            for row in self._select_digests("digest", digests)
+        }
 
     def delete_objects(self, digests: Iterable[bytes]) -> None:
         keys = [(d,) for d in digests]
@@ -515,7 +547,7 @@ class SqliteBackend:
 
     def scan_objects(self) -> Iterator[bytes]:
         rows = self._read("SELECT digest FROM statevault_objects")
-        return (bytes(row[0]) for row in rows)  # type: ignore[call-overload]
+        return (self._blob(row[0], "an object digest") for row in rows)
 
     # -- runs ---------------------------------------------------------------------------
     def list_runs(self, prefix: str = "") -> list[str]:
@@ -532,7 +564,7 @@ class SqliteBackend:
                 "WHERE run_id >= ? AND run_id < ? ORDER BY run_id",
                 (prefix, upper),
             )
-        return [str(row[0]) for row in rows]
+        return [self._text(row[0], "a run id") for row in rows]
 
     def head(self, run_id: str) -> int:
         check_run_id(run_id)
@@ -669,7 +701,7 @@ class SqliteBackend:
             "SELECT record FROM statevault_checkpoints WHERE run_id = ? AND seq = ?",
             (run_id, seq),
         )
-        return bytes(rows[0][0]) if rows else None  # type: ignore[call-overload]
+        return self._blob(rows[0][0], f"run {run_id!r} checkpoint {seq}") if rows else None
 
     def read_checkpoints(
         self, run_id: str, *, newest_first: bool = True, limit: int | None = None
@@ -683,7 +715,13 @@ class SqliteBackend:
             "ORDER BY seq ASC LIMIT ?"
         )
         rows = self._read(sql, (run_id, -1 if limit is None else limit))
-        return [StoredCheckpoint(int(s), bytes(r)) for s, r in rows]  # type: ignore[call-overload]
+        return [
+            StoredCheckpoint(
+                self._integer(s, f"a seq of run {run_id!r}"),
+                self._blob(r, f"run {run_id!r} checkpoint {s}"),
+            )
+            for s, r in rows
+        ]
 
     def delete_run(self, run_id: str, *, lease_token: int | None = None) -> bool:
         check_run_id(run_id)
@@ -822,7 +860,9 @@ class SqliteBackend:
         for digest, data in self._read(
             "SELECT digest, data FROM statevault_quarantine ORDER BY id"
         ):
-            found.setdefault(bytes(digest), bytes(data))  # type: ignore[call-overload]
+            found.setdefault(
+                self._blob(digest, "a quarantined digest"), self._blob(data, "a quarantined object")
+            )
         return found
 
     def close(self) -> None:
