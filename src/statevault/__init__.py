@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from statevault import ops
-from statevault.backends.base import LeaseGrant
+from statevault.backends.base import LeaseGrant, UpgradeStep
 from statevault.codec.encoding import UnknownRecord
 from statevault.codec.registry import GLOBAL_REGISTRY
 from statevault.engine.bulk import MigrationReport, RunOutcome
@@ -25,6 +25,7 @@ from statevault.engine.checkpoints import Checkpoint
 from statevault.engine.journal import CheckpointPolicy
 from statevault.engine.leases import Lease
 from statevault.engine.repair import QuarantinedItem, RepairReport, RolledBack
+from statevault.engine.upgrade import UpgradeReport
 from statevault.engine.verify import Problem, RunDamage, VerifyReport
 from statevault.engine.watch import AsyncWatch, Watch
 from statevault.errors import (
@@ -154,6 +155,8 @@ __all__ = [
     "UnknownRecord",
     "UnknownTypeError",
     "UnsupportedFormatError",
+    "UpgradeReport",
+    "UpgradeStep",
     "Vault",
     "VaultBusyError",
     "VaultClosedError",

@@ -38,6 +38,7 @@ from statevault.engine.journal import CheckpointPolicy
 from statevault.engine.leases import Lease
 from statevault.engine.repair import QuarantinedItem, RepairReport, quarantined, repair
 from statevault.engine.schemas import SchemaStore
+from statevault.engine.upgrade import Progress, UpgradeReport, upgrade
 from statevault.engine.verify import VerifyReport, verify
 from statevault.engine.watch import DEFAULT_POLL, AsyncWatch, Watch
 from statevault.errors import CorruptionError, NotAVaultError, SchemaError, UnsupportedFormatError
@@ -545,6 +546,37 @@ class Vault:
             self._engine, run_ids=_run_list(run_ids), prefix=prefix, poll=poll, timeout=timeout
         )
 
+    def upgrade(self, *, dry_run: bool = False, progress: Progress | None = None) -> UpgradeReport:
+        """Bring an older vault to the newest format (`FORMAT_VERSION`), on purpose.
+
+        Opening never upgrades: a vault keeps its format until this is called, so the
+        statevault that made it can still read it (an upgraded vault needs this release
+        or a later one). Every checkpoint keeps its seq, state and record hash; new
+        entries are written in the new format from then on, also by this handle. Other
+        processes write the old format until they open the vault again, which is safe:
+        every format mixes with the others. Safe to kill at any point (the vault is then
+        of the old format or the new, whole), and to run again: an interrupted upgrade
+        finishes, a finished one does nothing and says so (`report.current`).
+
+        Args:
+            dry_run: report what an upgrade would rewrite; write nothing.
+            progress: called as it goes with (step name, units done, units in all).
+
+        Raises:
+            UnsupportedFormatError: another process upgraded the vault beyond this
+                release meanwhile (a newer vault is refused already on open).
+
+        Example:
+            >>> report = vault.upgrade(dry_run=True)                    # doctest: +SKIP
+            >>> report.source, report.target, [s.name for s in report.steps]  # doctest: +SKIP
+            (2, 3, ['vault format 2 -> 3'])
+        """
+        refuse_in_event_loop("vault.upgrade()", "await vault.aupgrade()")
+        report = upgrade(self._backend, target=FORMAT_VERSION, dry_run=dry_run, progress=progress)
+        if not dry_run:
+            self.format_version = self._engine.format_version = report.target
+        return report
+
     def repair(self, run: str | None = None, *, dry_run: bool = False) -> RepairReport:
         """Roll damaged runs back to their newest fully verified checkpoint.
 
@@ -618,6 +650,12 @@ class Vault:
         return await self._engine.offload(
             lambda: self.undo_migration(name, runs=runs, dry_run=dry_run, workers=workers)
         )
+
+    async def aupgrade(
+        self, *, dry_run: bool = False, progress: Progress | None = None
+    ) -> UpgradeReport:
+        """`upgrade`, awaited (`progress` is called from a worker thread)."""
+        return await self._engine.offload(lambda: self.upgrade(dry_run=dry_run, progress=progress))
 
     async def arepair(self, run: str | None = None, *, dry_run: bool = False) -> RepairReport:
         """`repair`, awaited."""

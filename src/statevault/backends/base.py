@@ -503,6 +503,58 @@ class RewritingBackend(Backend, Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class UpgradeStep:
+    """One step of an upgrade (`Vault.upgrade`), as planned or as done.
+
+    Attributes:
+        name: what changes, for people: "vault format 2 -> 3", "files layout 1 -> 2".
+        runs: runs whose stored bytes it rewrites.
+        records: records (rows, files) it rewrites.
+        bytes: bytes it rewrites.
+        detail: one line on what it changes and what it keeps.
+    """
+
+    name: str
+    runs: int = 0
+    records: int = 0
+    bytes: int = 0
+    detail: str = ""
+
+
+StepProgress = Callable[[int, int], None]
+"""Called as a step goes: (units done, units in all), in the step's own units."""
+
+
+@runtime_checkable
+class LayoutUpgradingBackend(Backend, Protocol):
+    """A backend whose own storage layout has versions (the files backend's directory
+    layout), brought to its newest by `Vault.upgrade` (`statevault upgrade`), never on
+    open: an older layout is read and written as it is until then.
+
+    `Vault.upgrade` calls `plan_layout_upgrade` first (and only that for a dry run),
+    then `upgrade_layout` when it returned a step, before it writes the vault format.
+    """
+
+    def plan_layout_upgrade(self) -> UpgradeStep | None:
+        """What `upgrade_layout` would rewrite; None when the layout is the newest.
+
+        Reads only: a dry run calls it and must leave every byte as it was.
+        """
+        ...
+
+    def upgrade_layout(self, progress: StepProgress | None = None) -> UpgradeStep | None:
+        """Bring the layout to the newest; returns what was rewritten (None: nothing).
+
+        Must be safe to kill at any point (the store opens and reads every run
+        correctly in every state in between), finish when called again after a kill,
+        and do nothing on the newest layout. Other handles may have the store open:
+        it stays correct for them, or the backend refuses with a typed error that says
+        what to close.
+        """
+        ...
+
+
 def initial_meta(format_version: int, extra: Mapping[str, bytes]) -> dict[str, bytes]:
     """The metadata a backend writes, atomically, when it creates a new store."""
     meta = {META_FORMAT: str(format_version).encode("ascii")}
