@@ -595,3 +595,15 @@ def test_paths_through_unknown_records_and_unhashable_keys() -> None:
         ops.apply(state, [ops.SetOp(("d", ["x"], "y"), 1)])
     with pytest.raises(OpError, match="has no field 'other'"):
         ops.apply(state, [ops.set("o.other", 1)])
+
+
+def test_apply_without_atomic_skips_the_undo_log() -> None:
+    state = {"rows": [1], "n": 0}
+    batch = [ops.append("rows", 2), ops.increment("missing")]
+    with pytest.raises(ops.OpError):
+        ops.apply(state, batch)
+    assert state == {"rows": [1], "n": 0}, "atomic by default: rolled back"
+    with pytest.raises(ops.OpError):
+        ops.apply(state, batch, atomic=False)
+    assert state == {"rows": [1, 2], "n": 0}, "the first operation stays"
+    assert ops.apply(state, [ops.increment("n")], atomic=False) == {"rows": [1, 2], "n": 1}

@@ -471,6 +471,15 @@ class UndoLog:
         self._entries.clear()
 
 
+class _NoUndo(UndoLog):
+    """An undo log that records nothing: for changes whose state is dropped on error."""
+
+    __slots__ = ()
+
+    def add(self, undo: Callable[..., object], *args: Any) -> None:
+        pass
+
+
 class Root:
     """Holds the state's root, which an operation on the empty path may replace."""
 
@@ -498,7 +507,9 @@ def _reinsert(d: dict[Any, Any], key: Any, value: Any, after: list[Any]) -> None
 # -- applying --------------------------------------------------------------------------
 
 
-def apply(state: Any, ops: Iterable[Op], /, *, copy_values: bool = True) -> Any:
+def apply(
+    state: Any, ops: Iterable[Op], /, *, copy_values: bool = True, atomic: bool = True
+) -> Any:
     """Apply `ops` in order to `state`, all of them or none.
 
     Containers are changed in place; the state's root is replaced only by an operation
@@ -512,14 +523,18 @@ def apply(state: Any, ops: Iterable[Op], /, *, copy_values: bool = True) -> Any:
         copy_values: put copies of the operations' values into the state, so the
             operations stay unchanged by later changes to the state and can be applied
             again. Pass False for operations used once, such as freshly decoded ones.
+        atomic: on error, put the state back as it was. False skips the undo log, and
+            a failed batch leaves the state half changed: only for a state the caller
+            throws away on error (a journal replay on a freshly loaded state).
 
     Returns:
         The state's root after the operations (the same object unless replaced).
 
     Raises:
         OpError: an operation does not fit the state (a missing path, a wrong type);
-            the state is as it was before the first operation. Any other error raised
-            while applying (a record's validator, say) also leaves it so.
+            the state is as it was before the first operation (unless `atomic` is
+            False). Any other error raised while applying (a record's validator, say)
+            also leaves it so.
 
     Example:
         >>> apply({"rows": [1]}, [append("rows", 2), set("done", True)])
@@ -527,7 +542,7 @@ def apply(state: Any, ops: Iterable[Op], /, *, copy_values: bool = True) -> Any:
     """
     batch = ops if isinstance(ops, list) else list(ops)
     root = Root(state)
-    undo = UndoLog()
+    undo = UndoLog() if atomic else _NoUndo()
     for index, op in enumerate(batch):
         try:
             apply_one(root, op, undo, copy_values=copy_values)

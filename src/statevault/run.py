@@ -593,10 +593,13 @@ class Run:
 
         One record first: most often it is a state or fold, and reading the whole
         window (up to `policy.records` deltas) and checking each would be wasted.
+        Inline envelopes are checked where they are used, once (`open_record`).
         """
-        newest = read_newest(self._engine, self._id, window=1)
+        newest = read_newest(self._engine, self._id, window=1, check_payloads=False)
         if newest and newest[0][0].kind not in STATE_KINDS:
-            newest = read_newest(self._engine, self._id, window=self._policy.records + 2)
+            newest = read_newest(
+                self._engine, self._id, window=self._policy.records + 2, check_payloads=False
+            )
         return newest
 
     def _materialized(self) -> Any:

@@ -65,6 +65,8 @@ ENCODINGS = frozenset({ENCODING_MSGPACK, ENCODING_TREE, ENCODING_RAW})
 _HEADER = struct.Struct("<2sBBBBIQQ")
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEADER.size + _CRC.size
+_FRAME = struct.Struct("<2sBBBBIQQI")
+"""The header and its CRC, read in one call."""
 
 SEAL_MAGIC = b"SVR1"
 SEAL_MAGIC_PAYLOAD = b"SVR2"
@@ -151,12 +153,11 @@ def check_frame(data: bytes | memoryview, hexdigest: str | None = None) -> Frame
             f"truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header",
             digest=hexdigest,
         )
-    magic, version, encoding, cid, flags, dict_id, raw_length, payload_length = _HEADER.unpack_from(
-        data
+    magic, version, encoding, cid, flags, dict_id, raw_length, payload_length, stored_crc = (
+        _FRAME.unpack_from(data)
     )
     if magic != MAGIC:
         raise CorruptionError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}", digest=hexdigest)
-    (stored_crc,) = _CRC.unpack_from(data, _HEADER.size)
     view = memoryview(data)
     if zlib.crc32(view[HEADER_SIZE:], zlib.crc32(view[: _HEADER.size])) != stored_crc:
         raise CorruptionError("fails its CRC-32 (the stored bytes changed)", digest=hexdigest)
@@ -223,24 +224,27 @@ def unpack(
             the digest (the error names the object).
         UnsupportedFormatError: written by a newer format version.
     """
-    hexdigest = expected_digest.hex()
-    frame = check_frame(data, hexdigest)
+    try:
+        frame = check_frame(data)
+    except CorruptionError as exc:
+        raise CorruptionError(exc.detail, digest=expected_digest.hex()) from exc
     view = memoryview(data)[HEADER_SIZE:]
     dictionary = None
     if frame.compression == comp.ZSTD_DICTIONARY:
         if dictionaries is None:
             raise CorruptionError(
                 "is compressed against a dictionary, which objects of this kind never are",
-                digest=hexdigest,
+                digest=expected_digest.hex(),
             )
         dictionary = dictionaries(bytes(view[:DIGEST_SIZE]))
         view = view[DIGEST_SIZE:]
     try:
         raw = comp.decompress(frame.compression, view, frame.raw_length, dictionary=dictionary)
     except CorruptionError as exc:
-        raise CorruptionError(exc.detail, digest=hexdigest) from exc
+        raise CorruptionError(exc.detail, digest=expected_digest.hex()) from exc
     actual = digest(raw)
     if actual != expected_digest:
+        hexdigest = expected_digest.hex()
         raise CorruptionError(
             f"fails its digest (stored {len(data)} bytes, {frame.raw_length} raw; expected "
             f"BLAKE3 {hexdigest[:8]}…, found {actual.hex()[:8]}…)",

@@ -45,6 +45,11 @@ _BATCH = 16
 _WINDOW = 64
 """Objects fetched ahead of the decoder at most (~10 MB of typical chunks): enough to
 keep the pool busy, and a bound on a load's memory beyond the state itself."""
+_INLINE_OBJECTS = 32
+"""A load's first objects, up to this many, are fetched and unpacked on the calling
+thread, each request in one backend call: for a small tree (a chat's 2 MB state is
+~20 chunks) the pool's hand-offs cost more than its overlap gains, and far more when
+other processes compete for the cores (each hand-off waits for the GIL)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,7 @@ class TreeReader:
         self._futures: dict[bytes, Future[Node]] = {}
         self._deferred: deque[bytes] = deque()
         self._outstanding = 0
+        self._inline_left = _INLINE_OBJECTS
         self._lock = threading.Lock()
         self._decoder = msgspec.msgpack.Decoder(ext_hook=self._ext_hook)
         self.digests: set[bytes] = set()
@@ -135,6 +141,15 @@ class TreeReader:
         return batch
 
     def _submit(self, batch: list[tuple[bytes, Future[Node]]]) -> None:
+        if not batch:
+            return
+        with self._lock:
+            inline = len(batch) <= self._inline_left
+            if inline:
+                self._inline_left -= len(batch)
+        if inline:
+            self._load_batch(batch)
+            return
         for start in range(0, len(batch), _BATCH):
             pool().submit(self._load_batch, batch[start : start + _BATCH])
 
