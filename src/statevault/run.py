@@ -7,11 +7,17 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Final
 
 from statevault import ops as ops_module
 from statevault import paths
-from statevault.backends.base import LeaseGrant, check_run_id, check_write_lease
+from statevault.backends.base import (
+    LeaseGrant,
+    StoredCheckpoint,
+    check_run_id,
+    check_write_lease,
+)
 from statevault.engine.aio import ThreadedContext, in_event_loop, refuse_in_event_loop
 from statevault.engine.checkpoints import DICTIONARY_LIMIT, NO_HEAD, Checkpoint, Engine, Head
 from statevault.engine.journal import (
@@ -838,6 +844,20 @@ class Run:
         """The run's checkpoints (every kind), newest first, in one read."""
         refuse_in_event_loop("run.checkpoints()", "await run.acheckpoints()")
         stored = self._engine.backend.read_checkpoints(self._id, limit=limit)
+        # Histories have no holes (see `_record_at`): a listing that skips seqs, or a
+        # whole listing that stops above 1, lost them to damage and must not pass for
+        # the history.
+        whole = limit is None or len(stored) < limit
+        ends = [*stored, StoredCheckpoint(0, b"")] if whole and stored else stored
+        for newer, older in pairwise(ends):
+            if older.seq != newer.seq - 1:
+                raise CorruptionError(
+                    f"the run's history lists checkpoint {newer.seq} and then "
+                    f"{older.seq or 'nothing'}: the checkpoints between cannot be found",
+                    run_id=self._id,
+                    seq=newer.seq - 1,
+                    hint="Run `statevault verify PATH` to see the damage.",
+                )
         return [
             self._engine.checkpoint(*open_record(item.record, run_id=self._id, seq=item.seq))
             for item in stored

@@ -139,6 +139,45 @@ def sqlite_artifacts(path: Path) -> list[Artifact]:
     return found
 
 
+def build_wide_vault(url: str) -> Expected:
+    """Sixty runs of one to five saves, with long ids: the checkpoint index then spans
+    several leaf pages under an interior one, so a damaged page header can hide cells
+    in the middle of it, not only at its end."""
+    with statevault.open(url) as vault:
+        for r in range(60):
+            run = vault.run(f"run-{r:03d}-" + "x" * 40)
+            for i in range(1 + r % 5):
+                run.save({"r": r, "i": i})
+        return {
+            run_id: [
+                vault.run(run_id).load(at=c.seq) for c in reversed(vault.run(run_id).checkpoints())
+            ]
+            for run_id in vault.runs()
+        }
+
+
+_BTREE_HEADER = {2: 12, 5: 12, 10: 8, 13: 8}
+"""B-tree page kind (its first byte) -> length of its page header."""
+
+
+def btree_header_cases(path: Path) -> Iterator[Case]:
+    """Every bit of every b-tree page header and cell pointer array of a SQLite file:
+    the bytes that say where a page's cells are and how many there are."""
+    data = path.read_bytes()
+    page = Artifact("sqlite-page", path, 0, len(data), whole_file=False)
+    for start in range(0, len(data), PAGE):
+        header = start + (100 if start == 0 else 0)  # page 1 starts with the file header
+        size = _BTREE_HEADER.get(data[header])
+        if size is None:
+            continue  # an overflow or free page
+        cells = int.from_bytes(data[header + 3 : header + 5], "big")
+        for pos in range(header, header + size + 2 * cells):
+            for bit in range(8):
+                damaged = bytearray(data)
+                damaged[pos] ^= 1 << bit
+                yield Case(page, f"bit {bit} of byte {pos} (b-tree header) flipped", bytes(damaged))
+
+
 @dataclass(frozen=True)
 class Case:
     """One damage: a name for messages, and the bytes the file holds during it."""

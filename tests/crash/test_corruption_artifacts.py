@@ -12,7 +12,9 @@ import pytest
 from corruption_kit import (
     Case,
     Tally,
+    btree_header_cases,
     build_vault,
+    build_wide_vault,
     check_case,
     damage_each,
     files_artifacts,
@@ -109,3 +111,23 @@ def test_files_artifacts_every_byte(tmp_path: Path) -> None:
 @pytest.mark.timeout(3600)
 def test_sqlite_artifacts_every_byte(tmp_path: Path) -> None:
     print(f"\nsqlite (every byte): {_sqlite(tmp_path, SLOW_SAMPLES)}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_sqlite_btree_headers_every_bit(tmp_path: Path) -> None:
+    """All eight bits of each byte that says where a b-tree page's cells are: the damage
+    that can hide rows from SQLite without SQLite noticing (the catalog of heads' job)."""
+    for name, build in (("small", build_vault), ("wide", build_wide_vault)):
+        path = tmp_path / name / "v.db"
+        path.parent.mkdir()
+        expected = build(str(path))
+        original = path.read_bytes()
+        tally = Tally()
+        for case in btree_header_cases(path):
+            restore_sqlite(path, case.damaged)
+            try:
+                check_case(case, str(path), expected, tally)
+            finally:
+                restore_sqlite(path, original)
+        print(f"\nsqlite b-tree headers, every bit ({name} vault): {tally}")

@@ -24,6 +24,14 @@ Why these settings:
   commit reads it inside its own write transaction: the lease check and the
   compare-and-swap are one atomic step. Vaults made before leases existed get the
   table at their first write (no write happens at open).
+- `cell_size_check=ON`: SQLite checks every cell pointer of a b-tree page when it
+  loads the page. Without it a flipped bit in a page header's cell count made cells
+  out of the page's bounds read as nothing, and a vault opened with no runs. The
+  cost is a loop over the page's cells when it enters the cache (see
+  `benchmarks/integrity.py`).
+- A catalog of each run's head beside the checkpoint table (`_HEADS_SCHEMA`), which
+  reads check the index against: a page header that hides cells passes SQLite's
+  checks, and the catalog is what tells.
 - No `mmap_size`: a memory-mapped file that is truncated or unreadable kills the
   process with SIGBUS, where read() gives an error statevault can report.
 """
@@ -38,6 +46,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 from statevault.backends.base import (
@@ -45,7 +54,9 @@ from statevault.backends.base import (
     Durability,
     LeaseGrant,
     Rewrite,
+    StepProgress,
     StoredCheckpoint,
+    UpgradeStep,
     check_bytes,
     check_keep_through,
     check_lease_args,
@@ -90,6 +101,42 @@ _SCHEMA = (
     "(run_id TEXT NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL, "
     "PRIMARY KEY (run_id, seq))",
     _LEASE_SCHEMA,
+)
+
+HEADS_TABLE = "statevault_heads"
+_HEADS_SCHEMA = (
+    # WITHOUT ROWID: one b-tree, a row of a few bytes per run.
+    "CREATE TABLE IF NOT EXISTS statevault_heads "
+    "(run_id TEXT PRIMARY KEY, head INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TRIGGER IF NOT EXISTS statevault_heads_insert "
+    "AFTER INSERT ON statevault_checkpoints BEGIN "
+    "INSERT OR IGNORE INTO statevault_heads(run_id, head) VALUES (NEW.run_id, NEW.seq); "
+    "UPDATE statevault_heads SET head = NEW.seq WHERE run_id = NEW.run_id AND head < NEW.seq; "
+    "END",
+    # Recounted only when the head row itself goes (a roll-back, a deleted run); a
+    # rewrite below the head leaves it alone.
+    "CREATE TRIGGER IF NOT EXISTS statevault_heads_delete "
+    "AFTER DELETE ON statevault_checkpoints BEGIN "
+    "DELETE FROM statevault_heads WHERE run_id = OLD.run_id AND NOT EXISTS "
+    "(SELECT 1 FROM statevault_checkpoints WHERE run_id = OLD.run_id); "
+    "UPDATE statevault_heads SET head = "
+    "(SELECT max(seq) FROM statevault_checkpoints WHERE run_id = OLD.run_id) "
+    "WHERE run_id = OLD.run_id AND head = OLD.seq; "
+    "END",
+)
+"""The catalog of heads: each run's newest seq, kept apart from the checkpoint table.
+
+SQLite pages carry no checksum, and one flipped bit in an index page's header can hide
+cells: runs vanish from the listing, or a run's newest checkpoints vanish and an older
+one reads as its head. Records of a run are always seqs 1..head, so each read compares
+what the index finds with this row, in the same statement (one snapshot). Triggers,
+not statevault's code, keep it up to date: releases that predate it write to a vault
+that has it without knowing, and it stays right. Vaults made before it gain it at
+`statevault upgrade` (`upgrade_layout`); until then they are read and written as they
+are, and their reads are not cross-checked."""
+_HEADS_FILL = (
+    "INSERT OR REPLACE INTO statevault_heads(run_id, head) "
+    "SELECT run_id, max(seq) FROM statevault_checkpoints GROUP BY run_id"
 )
 
 _QUARANTINE_TABLE = (
@@ -168,6 +215,8 @@ class SqliteBackend:
         self._group = _GroupCommit(self._commit_group, location=self._path)
         # Whether the lease table is known to exist; it is never dropped once made.
         self._lease_table = False
+        # Whether the catalog of heads exists (see _HEADS_SCHEMA); never dropped either.
+        self._heads_table = False
         if self._inspect():
             if not create:
                 raise NotAVaultError(self._path, "no vault exists there (create=False)")
@@ -224,15 +273,16 @@ class SqliteBackend:
             raise self._damaged("a table name in SQLite's schema is not stored as text")
         if META_TABLE in tables:
             self._lease_table = LEASE_TABLE in tables
+            self._heads_table = HEADS_TABLE in tables
             return False
+        # A flipped bit in a table's name makes a vault look like someone else's
+        # database, and one in the schema page's cell count hides every table (an
+        # empty database, to be made a vault afresh over the old pages); the vault's own
+        # table definitions are still in the file.
+        with suppress(OSError):
+            if f"CREATE TABLE {META_TABLE}".encode() in self._io.read_prefix(self._path, 1 << 16):
+                raise self._damaged(f"its tables are not the vault's ({sorted(tables)})")
         if tables:
-            # A flipped bit in a table's name makes a vault look like someone else's
-            # database; the vault's own table definitions are still in the file.
-            with suppress(OSError):
-                if f"CREATE TABLE {META_TABLE}".encode() in self._io.read_prefix(
-                    self._path, 1 << 16
-                ):
-                    raise self._damaged(f"its tables are not the vault's ({sorted(tables)})")
             shown = ", ".join(sorted(tables)[:5])
             raise NotAVaultError(self._path, f"it is a SQLite database of other tables ({shown})")
         return True
@@ -245,6 +295,7 @@ class SqliteBackend:
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA wal_autocheckpoint=0")  # see _Checkpointer
+        conn.execute("PRAGMA cell_size_check=ON")
         if self._durability == "fsync":
             conn.execute("PRAGMA synchronous=FULL")
         else:
@@ -263,8 +314,9 @@ class SqliteBackend:
         return conn
 
     def _initialize(self, initial_meta: Mapping[str, bytes]) -> None:
+        self._heads_table = True  # made below, with the other tables
         with self._transaction() as conn:
-            for statement in _SCHEMA:
+            for statement in (*_SCHEMA, *_HEADS_SCHEMA):
                 conn.execute(statement)
             self._lease_table = True
             # OR IGNORE: when two processes create the vault at once, the first one's
@@ -411,9 +463,10 @@ class SqliteBackend:
                 raise self._io.fail_flush(exc, f"{self._path}: SQLite's commit") from exc
             raise
 
-    def _damaged(self, what: str) -> CorruptionError:
+    def _damaged(self, what: str, run_id: str | None = None) -> CorruptionError:
         return CorruptionError(
             f"{self._path}: the SQLite file is damaged: {what}",
+            run_id=run_id,
             hint=(
                 "SQLite's own pages carry no checksum, so statevault cannot tell which "
                 "checkpoints survived; restore the file from a backup (`statevault verify` "
@@ -552,25 +605,48 @@ class SqliteBackend:
     # -- runs ---------------------------------------------------------------------------
     def list_runs(self, prefix: str = "") -> list[str]:
         upper = prefix_upper_bound(prefix)
-        if upper is None:
-            rows = self._read(
-                "SELECT DISTINCT run_id FROM statevault_checkpoints WHERE run_id >= ? "
-                "ORDER BY run_id",
-                (prefix,),
+        bounds: tuple[str, ...] = (prefix,) if upper is None else (prefix, upper)
+        if not self._heads_table:
+            rows = self._read(_LIST_RUNS[len(bounds)], bounds)
+            return [self._text(row[0], "a run id") for row in rows]
+        rows = self._read(_LIST_RUNS_CHECKED[len(bounds)], bounds * 2)
+        listed = [self._text(run_id, "a run id") for run_id, tag in rows if tag == 0]
+        cataloged = sorted(self._text(run_id, "a run id") for run_id, tag in rows if tag == 1)
+        if listed != cataloged:
+            missing = sorted(set(cataloged) - set(listed))
+            raise self._damaged(
+                f"its index lists runs {_few(listed)}, its catalog of heads {_few(cataloged)}"
+                + (f" (runs {_few(missing)} cannot be found)" if missing else "")
             )
-        else:
-            rows = self._read(
-                "SELECT DISTINCT run_id FROM statevault_checkpoints "
-                "WHERE run_id >= ? AND run_id < ? ORDER BY run_id",
-                (prefix, upper),
-            )
-        return [self._text(row[0], "a run id") for row in rows]
+        return listed
 
     def head(self, run_id: str) -> int:
         check_run_id(run_id)
-        rows = self._read("SELECT max(seq) FROM statevault_checkpoints WHERE run_id = ?", (run_id,))
-        value = rows[0][0]
-        return int(value) if isinstance(value, int) else 0
+        if not self._heads_table:
+            rows = self._read(
+                "SELECT max(seq) FROM statevault_checkpoints WHERE run_id = ?", (run_id,)
+            )
+            value = rows[0][0]
+            return int(value) if isinstance(value, int) else 0
+        rows = self._read(
+            "SELECT (SELECT max(seq) FROM statevault_checkpoints WHERE run_id = ?), "
+            "(SELECT head FROM statevault_heads WHERE run_id = ?)",
+            (run_id, run_id),
+        )
+        found = self._optional_seq(rows[0][0], run_id)
+        if found != self._optional_seq(rows[0][1], run_id):
+            raise self._heads_differ(run_id, rows[0][1], [found] if found else [])
+        return found
+
+    def _optional_seq(self, value: object, run_id: str) -> int:
+        return 0 if value is None else self._integer(value, f"a seq of run {run_id!r}")
+
+    def _heads_differ(self, run_id: str, head: object, seqs: Sequence[int]) -> CorruptionError:
+        return self._damaged(
+            f"its index finds checkpoints {_few(seqs)} of the run, but the catalog of heads "
+            f"says its newest is {head or 0}: checkpoints are hidden or duplicated",
+            run_id,
+        )
 
     def commit_checkpoint(
         self,
@@ -696,6 +772,9 @@ class SqliteBackend:
         return done
 
     def read_checkpoint(self, run_id: str, seq: int) -> bytes | None:
+        # Not cross-checked with the catalog of heads: a seq below the head that the
+        # index cannot find is a hole, which the engine reports as damage, and a record
+        # found is real data whatever the catalog says.
         check_run_id(run_id)
         rows = self._read(
             "SELECT record FROM statevault_checkpoints WHERE run_id = ? AND seq = ?",
@@ -707,21 +786,25 @@ class SqliteBackend:
         self, run_id: str, *, newest_first: bool = True, limit: int | None = None
     ) -> list[StoredCheckpoint]:
         check_run_id(run_id)
-        sql = (
-            "SELECT seq, record FROM statevault_checkpoints WHERE run_id = ? "
-            "ORDER BY seq DESC LIMIT ?"
-            if newest_first
-            else "SELECT seq, record FROM statevault_checkpoints WHERE run_id = ? "
-            "ORDER BY seq ASC LIMIT ?"
-        )
-        rows = self._read(sql, (run_id, -1 if limit is None else limit))
-        return [
+        checked = self._heads_table
+        sql = _READ_CHECKPOINTS[newest_first, checked]
+        params = (run_id, -1 if limit is None else limit)
+        rows = self._read(sql, (*params, run_id) if checked else params)
+        found = [
             StoredCheckpoint(
                 self._integer(s, f"a seq of run {run_id!r}"),
                 self._blob(r, f"run {run_id!r} checkpoint {s}"),
             )
             for s, r in rows
+            if s is not None
         ]
+        if checked:
+            # The catalog's row is the one with no seq (the union's second part).
+            head = next((r for s, r in rows if s is None), None)
+            seqs = [c.seq for c in found]
+            if not _agrees(seqs, self._optional_seq(head, run_id), newest_first, limit):
+                raise self._heads_differ(run_id, head, seqs)
+        return found
 
     def delete_run(self, run_id: str, *, lease_token: int | None = None) -> bool:
         check_run_id(run_id)
@@ -800,6 +883,44 @@ class SqliteBackend:
         except sqlite3.Error as exc:
             raise self._storage_error(exc) from exc
 
+    # -- layout upgrade -----------------------------------------------------------------
+    def plan_layout_upgrade(self) -> UpgradeStep | None:
+        if self._has_heads_table():
+            return None
+        runs = self._read("SELECT count(DISTINCT run_id) FROM statevault_checkpoints")[0][0]
+        return UpgradeStep(
+            "SQLite layout 1 -> 2",
+            runs=int(runs) if isinstance(runs, int) else 0,
+            detail=(
+                "adds a table holding each run's newest seq, kept by triggers, which reads "
+                "check the index against; no record or object is rewritten"
+            ),
+        )
+
+    def upgrade_layout(self, progress: StepProgress | None = None) -> UpgradeStep | None:
+        planned = self.plan_layout_upgrade()
+        if planned is None:
+            return None
+        # One transaction: a kill leaves the old layout or the whole new one.
+        with self._transaction() as conn:
+            for statement in _HEADS_SCHEMA:
+                conn.execute(statement)
+            conn.execute(_HEADS_FILL)
+        self._heads_table = True
+        if progress is not None:
+            progress(planned.runs, planned.runs)
+        return planned
+
+    def _has_heads_table(self) -> bool:
+        if not self._heads_table:
+            # Another process may have upgraded the vault since this one opened it.
+            self._heads_table = bool(
+                self._read(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (HEADS_TABLE,)
+                )
+            )
+        return self._heads_table
+
     # -- repair -------------------------------------------------------------------------
     def roll_back(
         self, run_id: str, keep_through: int, *, lease_token: int | None = None
@@ -874,6 +995,59 @@ class SqliteBackend:
         self._checkpointer.stop()
         for conn in connections:
             conn.close()
+
+
+_LIST_RUNS = {
+    1: "SELECT DISTINCT run_id FROM statevault_checkpoints WHERE run_id >= ? ORDER BY run_id",
+    2: "SELECT DISTINCT run_id FROM statevault_checkpoints WHERE run_id >= ? AND run_id < ? "
+    "ORDER BY run_id",
+}
+"""The runs in the index, keyed by the number of bounds (a prefix, and its upper bound)."""
+_LIST_RUNS_CHECKED = {
+    1: "SELECT * FROM (SELECT DISTINCT run_id, 0 FROM statevault_checkpoints "
+    "WHERE run_id >= ? ORDER BY run_id) "
+    "UNION ALL SELECT run_id, 1 FROM statevault_heads WHERE run_id >= ?",
+    2: "SELECT * FROM (SELECT DISTINCT run_id, 0 FROM statevault_checkpoints "
+    "WHERE run_id >= ? AND run_id < ? ORDER BY run_id) "
+    "UNION ALL SELECT run_id, 1 FROM statevault_heads WHERE run_id >= ? AND run_id < ?",
+}
+"""The same, with the catalog's runs tagged 1: both read in one statement, one snapshot."""
+_READ_CHECKPOINTS = {
+    (True, False): "SELECT seq, record FROM statevault_checkpoints WHERE run_id = ? "
+    "ORDER BY seq DESC LIMIT ?",
+    (False, False): "SELECT seq, record FROM statevault_checkpoints WHERE run_id = ? "
+    "ORDER BY seq ASC LIMIT ?",
+    (True, True): "SELECT * FROM (SELECT seq, record FROM statevault_checkpoints "
+    "WHERE run_id = ? ORDER BY seq DESC LIMIT ?) "
+    "UNION ALL SELECT NULL, head FROM statevault_heads WHERE run_id = ?",
+    (False, True): "SELECT * FROM (SELECT seq, record FROM statevault_checkpoints "
+    "WHERE run_id = ? ORDER BY seq ASC LIMIT ?) "
+    "UNION ALL SELECT NULL, head FROM statevault_heads WHERE run_id = ?",
+}
+"""A run's records in either order; `checked` adds the catalog's head as a row whose seq
+is NULL (seqs are NOT NULL), read in the same statement."""
+
+
+def _agrees(seqs: list[int], head: int, newest_first: bool, limit: int | None) -> bool:
+    """Whether a run's records as the index lists them fit the catalog's head.
+
+    They must be in strict order (a repeat is an index cell pointing at another's row),
+    start (newest first) or end (a whole run, oldest first) at the head, and be there
+    at all when the head says so. A hole below the head is left to the engine, which
+    names the missing checkpoints (`verify`) or refuses to read them.
+    """
+    if not seqs:
+        return head == 0 or limit == 0
+    ordered = seqs if not newest_first else seqs[::-1]
+    if any(a >= b for a, b in pairwise(ordered)) or ordered[-1] > head:
+        return False
+    return seqs[0] == head if newest_first else limit is not None or seqs[-1] == head
+
+
+def _few(items: Sequence[object]) -> str:
+    """A list for a message, cut after ten items."""
+    shown = ", ".join(repr(item) if isinstance(item, str) else str(item) for item in items[:10])
+    return f"[{shown}{', ...' if len(items) > 10 else ''}]"
 
 
 _BTREE_PAGE_FLAGS = frozenset({2, 5, 10, 13})
