@@ -654,6 +654,7 @@ class Run:
         default: Any = MISSING,
         lazy: bool = False,
         raw: bool = False,
+        mmap: bool = False,
     ) -> Any:
         """The newest committed state, or the state at checkpoint `at`.
 
@@ -675,6 +676,11 @@ class Run:
                 stored plain form, at its stored version.
             raw: with a schema, return the state as stored (plain form, stored version),
                 without migrating or validating it.
+            mmap: NumPy arrays stored whole (`statevault.open(mmap_arrays=True)`) come
+                back read-only over a memory map of the stored bytes, not copied, on a
+                backend that can map objects (files); elsewhere, and for arrays stored
+                otherwise, they are copied as usual. Each mapped array is checked in
+                full (CRC-32 and digest) when it is mapped (docs/guide.md).
 
         Raises:
             RunNotFound: the run has no checkpoint and no `default` was given.
@@ -687,7 +693,7 @@ class Run:
         """
         refuse_in_event_loop("run.load()", "await run.aload()")
         if lazy:
-            return self._load_lazy(at, default)
+            return self._load_lazy(at, default, mmap=mmap)
         if at is None:
             newest = self._newest()
             if not newest:
@@ -697,7 +703,9 @@ class Run:
                     return default
                 raise RunNotFound(self._id)
             record, sealed = newest[0]
-            found = materialize(self._engine, self._id, record, newer=[r for r, _ in newest[1:]])
+            found = materialize(
+                self._engine, self._id, record, newer=[r for r, _ in newest[1:]], mmap=mmap
+            )
             state = found.state if raw else self._typed(found, record.seq)
             with self._lock:
                 if Head(record.seq, sealed) != self._known:
@@ -710,7 +718,7 @@ class Run:
                 self._journal = _journal_of(newest)
             return state
         record, _ = self._record_at(at)
-        found = materialize(self._engine, self._id, record, newer=[])
+        found = materialize(self._engine, self._id, record, newer=[], mmap=mmap)
         return found.state if raw else self._typed(found, record.seq)
 
     # -- schemas -----------------------------------------------------------------------
@@ -753,7 +761,7 @@ class Run:
         except MigrationError as exc:
             raise exc.located(run_id=self._id, seq=seq) from exc.__cause__
 
-    def _load_lazy(self, at: int | None, default: Any) -> Any:
+    def _load_lazy(self, at: int | None, default: Any, *, mmap: bool) -> Any:
         if at is None:
             newest = [r for r, _ in read_newest(self._engine, self._id, window=1)]
             if not newest:
@@ -764,16 +772,24 @@ class Run:
         else:
             record = self._record_at(at)[0]
         if record.kind in STATE_KINDS:
-            return self._engine.lazy_state(record)
-        state = self.load(at=record.seq)
+            return self._engine.lazy_state(record, mmap=mmap)
+        state = self.load(at=record.seq, mmap=mmap)
         return LazyState(PathReader(self._engine.backend.get_objects, self._engine.codec), state)
 
-    def get(self, path: str | list[Any], *, at: int | None = None, default: Any = MISSING) -> Any:
+    def get(
+        self,
+        path: str | list[Any],
+        *,
+        at: int | None = None,
+        default: Any = MISSING,
+        mmap: bool = False,
+    ) -> Any:
         """The value at `path` (`"results.rows.17"`) in the newest state or checkpoint `at`.
 
         Only the objects on the path are read: one field of a large state costs a few
         small reads, not a load. If a journal entry since the last state entry changed
         the path, the state is replayed first, so the answer is always exact.
+        `mmap`: as for `load`.
 
         Raises:
             KeyError: the path does not exist (unless `default` is given).
@@ -781,13 +797,13 @@ class Run:
         refuse_in_event_loop("run.get()", "await run.aget()")
         keys = paths.parse(path) if isinstance(path, str) else list(path)
         try:
-            return self._get(keys, at)
+            return self._get(keys, at, mmap=mmap)
         except KeyError:
             if default is not MISSING:
                 return default
             raise
 
-    def _get(self, keys: list[Any], at: int | None) -> Any:
+    def _get(self, keys: list[Any], at: int | None, *, mmap: bool) -> Any:
         if at is None:
             newest = [r for r, _ in self._newest()]
             if not newest:
@@ -814,9 +830,11 @@ class Run:
             op.path for delta in deltas for op in delta_ops(self._engine, delta, dictionaries)
         )
         if any(_overlaps(path, keys) for path in touched):
-            state = materialize(self._engine, self._id, newest[0], newer=newest[1:]).state
+            state = materialize(
+                self._engine, self._id, newest[0], newer=newest[1:], mmap=mmap
+            ).state
             return paths.lookup(state, keys)
-        return self._engine.get_path(record, keys)
+        return self._engine.get_path(record, keys, mmap=mmap)
 
     def _record_at(self, at: int) -> tuple[CheckpointRecord, bytes]:
         if isinstance(at, bool) or not isinstance(at, int) or at < 1:
@@ -899,17 +917,23 @@ class Run:
         default: Any = MISSING,
         lazy: bool = False,
         raw: bool = False,
+        mmap: bool = False,
     ) -> Any:
         """`load`, awaited. A lazy view still reads on access: use it off the loop."""
         return await self._engine.offload(
-            lambda: self.load(at=at, default=default, lazy=lazy, raw=raw)
+            lambda: self.load(at=at, default=default, lazy=lazy, raw=raw, mmap=mmap)
         )
 
     async def aget(
-        self, path: str | list[Any], *, at: int | None = None, default: Any = MISSING
+        self,
+        path: str | list[Any],
+        *,
+        at: int | None = None,
+        default: Any = MISSING,
+        mmap: bool = False,
     ) -> Any:
         """`get`, awaited."""
-        return await self._engine.offload(lambda: self.get(path, at=at, default=default))
+        return await self._engine.offload(lambda: self.get(path, at=at, default=default, mmap=mmap))
 
     async def aapply(
         self, operations: Iterable[ops_module.Op], *, meta: dict[str, Any] | None = None

@@ -33,6 +33,7 @@ import pytest
 import statevault
 from statevault.backends.base import (
     Backend,
+    MappingBackend,
     NotifyingBackend,
     RewritingBackend,
     StoredCheckpoint,
@@ -130,6 +131,22 @@ class BackendConformance:
         data = os.urandom(3 << 20)
         backend.put_objects([(_digest(7), data)])
         assert backend.get_objects([_digest(7)])[_digest(7)] == data
+
+    def test_map_object_gives_the_stored_bytes(self, backend: Backend) -> None:
+        if not backend.capabilities.map_objects:
+            pytest.skip("this backend does not claim map_objects")
+        assert isinstance(backend, MappingBackend)
+        data = os.urandom(3 << 20)
+        backend.put_objects([(_digest(7), data), (_digest(8), b"")])
+        view = backend.map_object(_digest(7))
+        assert view is not None and view.readonly and view == data
+        with pytest.raises(TypeError):
+            view[0] = 0  # read-only: a map never writes the stored object
+        empty = backend.map_object(_digest(8))
+        assert empty is not None and empty.tobytes() == b"", "an empty object maps to no bytes"
+        assert backend.map_object(_digest(9)) is None
+        backend.delete_objects([_digest(7)])
+        assert view == data, "a map stays readable after its object is deleted"
 
     def test_delete_and_scan(self, backend: Backend) -> None:
         backend.put_objects([(_digest(i), b"x") for i in range(5)])

@@ -142,6 +142,7 @@ def open(
     create: bool = True,
     policy: CheckpointPolicy | None = None,
     fileio: FileIO | None = None,
+    mmap_arrays: bool = False,
 ) -> Vault:
     """Open (or create) a vault.
 
@@ -165,6 +166,10 @@ def open(
         fileio: the file operations of the files and SQLite backends (default: the real
             ones, flushing unless `durability="process"`). Crash and fault tests pass
             one that records or fails operations.
+        mmap_arrays: store each NumPy array of 1 MiB or more whole and uncompressed, in
+            one object, so that `run.load(mmap=True)` on the files backend maps it
+            instead of copying it (docs/guide.md, "Memory-mapped arrays"). Such arrays
+            are not compressed, and a changed one is rewritten whole.
 
     Raises:
         NotAVaultError: the path holds something else (nothing in it is changed).
@@ -192,7 +197,9 @@ def open(
         fileio=fileio,
     )
     try:
-        return Vault(backend, Engine(backend, codec, settings), policy=policy)
+        engine = Engine(backend, codec, settings)
+        engine.whole_arrays = mmap_arrays
+        return Vault(backend, engine, policy=policy)
     except BaseException:
         backend.close()
         raise
@@ -208,6 +215,7 @@ async def open_async(
     timeout: float = 30.0,
     create: bool = True,
     policy: CheckpointPolicy | None = None,
+    mmap_arrays: bool = False,
 ) -> Vault:
     """`open`, awaited: the vault is opened off the event loop.
 
@@ -231,6 +239,7 @@ async def open_async(
         timeout=timeout,
         create=create,
         policy=policy,
+        mmap_arrays=mmap_arrays,
     )
     return await asyncio.to_thread(opening)
 

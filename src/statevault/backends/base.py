@@ -56,6 +56,8 @@ class Capabilities:
         rewrite_records: records below a run's head can be replaced by equivalent bytes
             (`RewritingBackend.rewrite_records`); without it, journal entries keep the
             encoding they were committed with.
+        map_objects: an object's stored bytes can be mapped into memory read-only
+            (`MappingBackend.map_object`); without it, `load(mmap=True)` copies.
     """
 
     persistent: bool
@@ -64,6 +66,7 @@ class Capabilities:
     leases: bool = False
     notify: bool = False
     rewrite_records: bool = False
+    map_objects: bool = False
 
 
 MAX_OWNER_LENGTH = 256
@@ -499,6 +502,21 @@ class RewritingBackend(Backend, Protocol):
         the same content), so no reader can tell, and no lease is checked: nothing in
         the run's history changes. Each replacement is atomic; after a crash each
         record is either its old or its new bytes.
+        """
+        ...
+
+
+@runtime_checkable
+class MappingBackend(Backend, Protocol):
+    """A backend that can map an object's bytes into memory (`capabilities.map_objects`)."""
+
+    def map_object(self, digest: bytes) -> memoryview | None:
+        """A read-only view of the object's stored bytes through a memory map (no copy;
+        `view.obj` is the `mmap.mmap`), or None if the object is absent.
+
+        Pages are read on access; the map stays valid while it is referenced, even if the
+        object is deleted meanwhile. Its bytes are not checked here: the engine checks
+        them as it checks every object it reads.
         """
         ...
 

@@ -310,6 +310,7 @@ class FilesBackend:
         durable_fsync=True,
         leases=True,
         rewrite_records=True,
+        map_objects=True,
     )
 
     def __init__(
@@ -596,6 +597,17 @@ class FilesBackend:
                 except FileNotFoundError:
                     continue
         return found
+
+    def map_object(self, digest: bytes) -> memoryview | None:
+        # Objects are files linked in whole and never written in place, so a map of one
+        # stays as it was; one deleted meanwhile (GC, quarantine) stays readable through
+        # it. Only damage from outside that truncates the file under a map would fault
+        # its reader (SIGBUS): one reason mapping is asked for, never the default.
+        with self._op("map an object"):
+            try:
+                return self._io.map_read(self._object_path(bytes(digest))[1])
+            except FileNotFoundError:
+                return None
 
     def has_objects(self, digests: Iterable[bytes]) -> set[bytes]:
         with self._op("look up objects"):

@@ -18,6 +18,7 @@ The durability rules that the rest of the package relies on:
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
@@ -165,6 +166,20 @@ class FileIO:
         fd = self._open_read(path)
         try:
             return self._read_fd(fd)
+        finally:
+            self._close_quietly(fd)
+
+    def map_read(self, path: str) -> memoryview:
+        """A read-only view of the whole file through a memory map (`view.obj` is the
+        `mmap.mmap`); an empty file, which cannot be mapped, gives an empty view.
+
+        Raises FileNotFoundError if it is absent.
+        """
+        fd = self._open_read(path)
+        try:
+            if self.syscall(os.fstat, fd).st_size == 0:
+                return memoryview(b"")
+            return memoryview(self.syscall(mmap.mmap, fd, 0, access=mmap.ACCESS_READ))
         finally:
             self._close_quietly(fd)
 

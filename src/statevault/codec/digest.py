@@ -19,3 +19,8 @@ def digest(data: bytes | bytearray | memoryview) -> bytes:
     if len(data) >= _THREADED_FROM:
         return blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest()
     return blake3.blake3(data).digest()
+
+
+def hasher() -> blake3.blake3:
+    """An incremental BLAKE3 (`update`, then `digest`), on every core for large updates."""
+    return blake3.blake3(max_threads=blake3.blake3.AUTO)

@@ -581,7 +581,14 @@ def ndarray_buffer(o: Any) -> tuple[Any, list[int], memoryview] | None:
     return np.lib.format.dtype_to_descr(arr.dtype), list(arr.shape), flat.data
 
 
-def decode_ndarray(v: list[Any]) -> Any:
+def decode_ndarray(v: list[Any], *, copy: bool = True) -> Any:
+    """An array from its stored fields `[descr, shape, buffer]`.
+
+    Args:
+        copy: copy the buffer, so the array is writable and owns its memory. False
+            makes an array over the buffer itself (read-only if the buffer is), for a
+            buffer that is a memory map of the stored bytes.
+    """
     try:
         import numpy as np  # noqa: PLC0415 - optional dependency
     except ImportError as exc:
@@ -595,8 +602,9 @@ def decode_ndarray(v: list[Any]) -> Any:
     dtype = np.lib.format.descr_to_dtype(descr)
     if dtype.hasobject:
         raise CorruptionError("stored array claims dtype=object, which is never written")
-    # A copy, so the loaded array is writable and does not pin the decoded buffer.
-    arr = np.frombuffer(data, dtype=dtype).copy()
+    arr = np.frombuffer(data, dtype=dtype)
+    if copy:  # writable, and does not pin the decoded buffer
+        arr = arr.copy()
     if shape is None:
         return arr[0]
     return arr.reshape(shape)

@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from statevault.codec import compression as comp
-from statevault.codec.digest import DIGEST_SIZE, digest
+from statevault.codec.digest import DIGEST_SIZE, digest, hasher
 from statevault.errors import CorruptionError, UnsupportedFormatError
 
 MAGIC = b"SV"
@@ -87,7 +87,7 @@ class Packed:
 
 
 def pack(
-    raw: bytes,
+    raw: bytes | memoryview,
     compression: comp.Compression,
     *,
     encoding: int = ENCODING_MSGPACK,
@@ -141,8 +141,14 @@ class Frame:
     raw_length: int
 
 
-def check_frame(data: bytes | memoryview, hexdigest: str | None = None) -> Frame:
+def check_frame(
+    data: bytes | memoryview, hexdigest: str | None = None, *, crc: int | None = None
+) -> Frame:
     """Check an envelope's header, CRC and lengths without decompressing it.
+
+    Args:
+        crc: the CRC-32 of the header's first 26 bytes and the payload, if the caller
+            computed it already (in windows, `unpack_mapped`); else computed here.
 
     Raises:
         CorruptionError: the bytes are not a well-formed envelope.
@@ -158,8 +164,10 @@ def check_frame(data: bytes | memoryview, hexdigest: str | None = None) -> Frame
     )
     if magic != MAGIC:
         raise CorruptionError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}", digest=hexdigest)
-    view = memoryview(data)
-    if zlib.crc32(view[HEADER_SIZE:], zlib.crc32(view[: _HEADER.size])) != stored_crc:
+    if crc is None:
+        view = memoryview(data)
+        crc = zlib.crc32(view[HEADER_SIZE:], zlib.crc32(view[: _HEADER.size]))
+    if crc != stored_crc:
         raise CorruptionError("fails its CRC-32 (the stored bytes changed)", digest=hexdigest)
     # Checked after the CRC, so a flipped version byte reads as damage, not as a newer
     # format (a vault with newer objects also has a newer vault format, refused on open).
@@ -244,12 +252,62 @@ def unpack(
         raise CorruptionError(exc.detail, digest=expected_digest.hex()) from exc
     actual = digest(raw)
     if actual != expected_digest:
-        hexdigest = expected_digest.hex()
+        raise _wrong_digest(len(data), frame.raw_length, expected_digest.hex(), actual)
+    return Unpacked(frame.encoding, raw)
+
+
+def _wrong_digest(stored: int, raw: int, hexdigest: str, actual: bytes) -> CorruptionError:
+    return CorruptionError(
+        f"fails its digest (stored {stored} bytes, {raw} raw; expected BLAKE3 "
+        f"{hexdigest[:8]}…, found {actual.hex()[:8]}…)",
+        digest=hexdigest,
+    )
+
+
+_MAPPED_WINDOW = 16 << 20
+"""How much of a mapped object `unpack_mapped` checks before it lets the pages go."""
+
+
+def unpack_mapped(
+    data: memoryview,
+    expected_digest: bytes,
+    *,
+    release: Callable[[int, int], None] | None = None,
+) -> Unpacked | None:
+    """An object stored uncompressed, its raw bytes a view of `data` (no copy), checked
+    as `unpack` checks every object: header, CRC-32, lengths and digest.
+
+    The CRC and the digest are computed in one pass of 16 MiB windows, and
+    `release(offset, length)` is called after each window: a caller reading `data`
+    through a memory map can let those pages go, so that checking a large object does
+    not keep all of it in memory.
+
+    Returns None when the object is compressed (or too short to say): `unpack` it.
+
+    Raises:
+        CorruptionError: as `unpack`.
+    """
+    if len(data) < HEADER_SIZE or data[4] != comp.NONE:
+        return None
+    crc = zlib.crc32(data[: _HEADER.size])
+    hashed = hasher()
+    for start in range(HEADER_SIZE, len(data), _MAPPED_WINDOW):
+        window = data[start : start + _MAPPED_WINDOW]
+        crc = zlib.crc32(window, crc)
+        hashed.update(window)
+        if release is not None:
+            release(start, len(window))
+    hexdigest = expected_digest.hex()
+    frame = check_frame(data, hexdigest, crc=crc)
+    raw = data[HEADER_SIZE:]
+    if frame.raw_length != len(raw):
         raise CorruptionError(
-            f"fails its digest (stored {len(data)} bytes, {frame.raw_length} raw; expected "
-            f"BLAKE3 {hexdigest[:8]}…, found {actual.hex()[:8]}…)",
+            f"payload decompresses to {len(raw)} bytes, the envelope says {frame.raw_length}",
             digest=hexdigest,
         )
+    actual = hashed.digest()
+    if actual != expected_digest:
+        raise _wrong_digest(len(data), frame.raw_length, hexdigest, actual)
     return Unpacked(frame.encoding, raw)
 
 

@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from statevault import paths
-from statevault.backends.base import Backend, OffloadingBackend, RewritingBackend
+from statevault.backends.base import (
+    Backend,
+    MappingBackend,
+    OffloadingBackend,
+    RewritingBackend,
+)
 from statevault.codec.compression import Compression, ContentDictionary
 from statevault.codec.encoding import Codec
 from statevault.codec.envelope import (
@@ -43,7 +48,7 @@ from statevault.faults import crash_point, register
 from statevault.ops import Op
 from statevault.tree import TreeReader, TreeWriter, WrittenTree
 from statevault.tree.lazy import LazyState
-from statevault.tree.read import PathReader, unpack_node
+from statevault.tree.read import Map, PathReader, unpack_node
 from statevault.tree.write import Memo, node_bytes
 
 _CRASH_EARLY_OBJECTS = register(
@@ -136,6 +141,9 @@ class Engine:
         self.backend = backend
         self.codec = codec
         self.compression = compression
+        self.whole_arrays = False
+        """Store NumPy arrays of `BYTES_CHUNK` and more whole and uncompressed, one
+        object each, so that loads can map them (`statevault.open(mmap_arrays=True)`)."""
         self.format_version = 3
         """The vault's format: 1 writes each state as one object, 2 as a tree, 3 seals
         records apart from their inline envelope (see `engine.records`)."""
@@ -165,13 +173,16 @@ class Engine:
             return None
         return open_record(sealed, run_id=run_id, seq=seq)
 
-    def load_state(self, record: CheckpointRecord) -> tuple[Any, frozenset[bytes]]:
+    def load_state(
+        self, record: CheckpointRecord, *, mmap: bool = False
+    ) -> tuple[Any, frozenset[bytes]]:
         """Decode a checkpoint's state, verifying every byte read.
 
         Returns the state and the digests of its tree (what the vault holds for sure).
+        `mmap`: map arrays stored whole instead of copying them, where the backend can.
         """
         data = record.inline if record.inline is not None else self._root_data(record)
-        reader = TreeReader(self.backend.get_objects, self.codec)
+        reader = TreeReader(self.backend.get_objects, self.codec, mapper=self._mapper(mmap))
         try:
             return reader.load(record.root, data), frozenset(reader.digests)
         except CorruptionError as exc:
@@ -179,10 +190,10 @@ class Engine:
         except SerializationError as exc:
             raise exc.in_checkpoint(record.run, record.seq) from None
 
-    def get_path(self, record: CheckpointRecord, keys: list[Any]) -> Any:
+    def get_path(self, record: CheckpointRecord, keys: list[Any], *, mmap: bool = False) -> Any:
         """The value at `keys` in a state entry, reading only the objects on the path."""
         data = record.inline if record.inline is not None else self._root_data(record)
-        reader = PathReader(self.backend.get_objects, self.codec)
+        reader = PathReader(self.backend.get_objects, self.codec, mapper=self._mapper(mmap))
         try:
             return reader.get(record.root, data, keys, paths.step)
         except CorruptionError as exc:
@@ -190,14 +201,21 @@ class Engine:
         except SerializationError as exc:
             raise exc.in_checkpoint(record.run, record.seq) from None
 
-    def lazy_state(self, record: CheckpointRecord) -> LazyState:
+    def lazy_state(self, record: CheckpointRecord, *, mmap: bool = False) -> LazyState:
         """A read-only view of a state entry that reads its parts on first access."""
         data = record.inline if record.inline is not None else self._root_data(record)
-        reader = PathReader(self.backend.get_objects, self.codec)
+        reader = PathReader(self.backend.get_objects, self.codec, mapper=self._mapper(mmap))
         try:
             return LazyState(reader, reader.root(record.root, data))
         except CorruptionError as exc:
             raise exc.located(run_id=record.run, seq=record.seq) from None
+
+    def _mapper(self, wanted: bool) -> Map | None:
+        """The backend's `map_object` if mapping is wanted and the backend can."""
+        backend = self.backend
+        if wanted and backend.capabilities.map_objects and isinstance(backend, MappingBackend):
+            return backend.map_object
+        return None
 
     def _root_data(self, record: CheckpointRecord) -> bytes:
         found = self.backend.get_objects([record.root])
@@ -292,6 +310,7 @@ class Engine:
             memo=memo,
             changes=changes,
             fresh_limit=fresh_limit,
+            whole_arrays=self.whole_arrays,
         )
         return writer.write(state)
 

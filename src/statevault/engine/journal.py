@@ -191,13 +191,19 @@ class Materialized(NamedTuple):
 
 
 def materialize(
-    engine: Engine, run_id: str, target: CheckpointRecord, *, newer: list[CheckpointRecord]
+    engine: Engine,
+    run_id: str,
+    target: CheckpointRecord,
+    *,
+    newer: list[CheckpointRecord],
+    mmap: bool = False,
 ) -> Materialized:
     """The state at `target`: its nearest state entry, then the deltas after it.
 
     Args:
         newer: records before `target`, newest first, already read (may be empty);
             more are read one by one as needed.
+        mmap: map arrays stored whole instead of copying them (`Engine.load_state`).
     """
     chain: list[CheckpointRecord] = []
     known = {r.seq: r for r in newer}
@@ -217,7 +223,7 @@ def materialize(
                 )
             found = stored[0]
         record = found
-    state, digests = engine.load_state(record)
+    state, digests = engine.load_state(record, mmap=mmap)
     chain.reverse()
     state = replay(engine, state, chain)
     since = Since().after(record)

@@ -8,6 +8,7 @@ is usually ready: fetching and decompression overlap decoding.
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -33,12 +34,15 @@ from statevault.codec.envelope import (
     ENCODING_TREE,
     Dictionaries,
     unpack,
+    unpack_mapped,
 )
 from statevault.errors import CorruptionError
 from statevault.tree.write import pool
 
 Fetch = Callable[[list[bytes]], dict[bytes, bytes]]
 """Reads objects by digest (a backend's `get_objects`)."""
+Map = Callable[[bytes], memoryview | None]
+"""Maps one object's stored bytes into memory (a backend's `map_object`)."""
 
 _node_decoder = msgspec.msgpack.Decoder(tuple[list[bytes], msgspec.Raw])
 _BATCH = 16
@@ -79,11 +83,16 @@ class TreeReader:
     Args:
         fetch: reads objects by digest.
         codec: decodes everything that is not a tree reference.
+        mapper: maps objects into memory. With it, a NumPy array stored as one
+            uncompressed raw object comes back read-only over a map of the stored bytes
+            (no copy), and nothing is fetched ahead (a large array is never read whole).
     """
 
-    def __init__(self, fetch: Fetch, codec: Codec) -> None:
+    def __init__(self, fetch: Fetch, codec: Codec, *, mapper: Map | None = None) -> None:
         self._fetch = fetch
         self._codec = codec
+        self._map = mapper
+        self._in_array = 0
         self._futures: dict[bytes, Future[Node]] = {}
         self._deferred: deque[bytes] = deque()
         self._outstanding = 0
@@ -122,6 +131,8 @@ class TreeReader:
         with self._lock:
             for key in keys:
                 self.digests.add(key)
+                if self._map is not None:
+                    continue  # each object is read when it is met (`_node`)
                 if key not in self._futures:
                     self._futures[key] = Future()
                     self._deferred.append(key)
@@ -214,10 +225,37 @@ class TreeReader:
             return items
         if code == EXT_CHUNKED_BYTES:
             _length, chunks = self._decoder.decode(data)
+            if self._in_array and len(chunks) == 1:
+                mapped = self._mapped_raw(chunks[0][0])
+                if mapped is not None:
+                    return mapped
             return b"".join(bytes(self._raw_node(key).value) for key, _size in chunks)
         if code == EXT_NDARRAY:
-            return decode_ndarray(self._decoder.decode(data))
+            if self._map is None:
+                return decode_ndarray(self._decoder.decode(data))
+            self._in_array += 1
+            try:
+                fields = self._decoder.decode(data)
+            finally:
+                self._in_array -= 1
+            # A memoryview here is a map of the stored bytes (`_mapped_raw`); a chunked
+            # or compressed buffer arrives joined, as bytes, and is copied as usual.
+            return decode_ndarray(fields, copy=not isinstance(fields[2], memoryview))
         return self._codec.decode_ext(code, data)
+
+    def _mapped_raw(self, key: bytes) -> memoryview | None:
+        """The raw bytes of object `key` over a map of it, checked; None if it cannot be
+        mapped or is compressed (then it is read and copied as usual)."""
+        assert self._map is not None
+        view = self._map(key)
+        if view is None:
+            return None
+        unpacked = unpack_mapped(view, key, release=_page_releaser(view))
+        if unpacked is None:
+            return None
+        if unpacked.encoding != ENCODING_RAW:
+            raise CorruptionError("a byte chunk names an object of another kind", digest=key.hex())
+        return memoryview(unpacked.raw)
 
     def _decode_node(self, key: bytes) -> Any:
         node = self._node(key)
@@ -232,6 +270,21 @@ class TreeReader:
         if node.encoding != ENCODING_RAW:
             raise CorruptionError("a byte chunk names an object of another kind", digest=key.hex())
         return node
+
+
+def _page_releaser(view: memoryview) -> Callable[[int, int], None] | None:
+    """Lets the pages of a checked range of a memory map go (`madvise(MADV_DONTNEED)`):
+    checking a 1 GB map then holds one window of it, not all of it. The pages stay in
+    the page cache, and come back on access without a disk read."""
+    mapped = view.obj
+    if not isinstance(mapped, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return None
+
+    def release(offset: int, length: int) -> None:
+        start = offset - offset % mmap.PAGESIZE
+        mapped.madvise(mmap.MADV_DONTNEED, start, offset + length - start)
+
+    return release
 
 
 _opaque = {EXT_REF, EXT_CHUNKED_LIST, EXT_CHUNKED_BYTES}
@@ -283,11 +336,13 @@ class PathReader:
     Args:
         fetch: reads objects by digest.
         codec: decodes everything that is not a tree reference.
+        mapper: maps arrays' objects instead of copying them (see `TreeReader`).
     """
 
-    def __init__(self, fetch: Fetch, codec: Codec) -> None:
+    def __init__(self, fetch: Fetch, codec: Codec, *, mapper: Map | None = None) -> None:
         self._fetch = fetch
         self._codec = codec
+        self._map = mapper
         self._lazy = msgspec.msgpack.Decoder(ext_hook=self._lazy_hook)
 
     def get(self, root_key: bytes, root_data: bytes, keys: list[Any], step: Step) -> Any:
@@ -377,7 +432,7 @@ class PathReader:
                 )
             else:
                 payload = value.payload
-            reader = TreeReader(self._fetch, self._codec)
+            reader = TreeReader(self._fetch, self._codec, mapper=self._map)
             return reader.load_value(payload)
         if type(value) is dict:
             return {k: self._whole(v) for k, v in value.items()}

@@ -148,6 +148,10 @@ class TreeWriter:
             is kept for the commit.
         fresh_limit: keep the raw bytes of the last nodes encoded anew, up to this many
             (`WrittenTree.fresh`).
+        whole_arrays: store each NumPy array of `BYTES_CHUNK` or more as one raw,
+            uncompressed object rather than in compressed 1 MiB chunks, so that a load
+            can map it (`TreeReader`'s `mapper`). A changed array is then rewritten
+            whole, and the writer holds one copy of it while it is stored.
         memo, changes: the memo of the last tree written from this same state object,
             and every operation applied to the state since. A chunked list that the
             changes only appended to (or changed past its last chunk) keeps its other
@@ -164,8 +168,10 @@ class TreeWriter:
         memo: Memo | None = None,
         changes: Sequence[Op] | None = None,
         fresh_limit: int = 0,
+        whole_arrays: bool = False,
     ) -> None:
         self._codec = codec
+        self._whole_arrays = whole_arrays
         self._compression = compression
         self._known = known
         self._seen: set[bytes] = set()
@@ -214,7 +220,14 @@ class TreeWriter:
         )
 
     # -- objects ----------------------------------------------------------------------
-    def _emit(self, raw: bytes, encoding: int, *, large: bool | None = None) -> bytes:
+    def _emit(
+        self,
+        raw: bytes | memoryview,
+        encoding: int,
+        *,
+        large: bool | None = None,
+        compression: Compression | None = None,
+    ) -> bytes:
         key = blake3_digest(raw)
         self._raw_bytes += len(raw)
         if key in self._seen:
@@ -223,9 +236,9 @@ class TreeWriter:
         if key in self._known:
             return key
         if encoding == ENCODING_TREE and len(raw) <= self._fresh_limit:
-            self._keep_fresh(key, raw)
+            self._keep_fresh(key, bytes(raw))
         future = pool().submit(
-            pack, raw, self._compression, encoding=encoding, key=key, large=large
+            pack, raw, compression or self._compression, encoding=encoding, key=key, large=large
         )
         self._futures.append((future, len(raw)))
         self._inflight += len(raw)
@@ -284,7 +297,10 @@ class TreeWriter:
             if parts is not None:
                 descr, shape, buffer = parts
                 head = _headers.pack_array_header(3) + _headers.pack(descr) + _headers.pack(shape)
-                payload = head + self._chunked_bytes(buffer, children)
+                if self._whole_arrays:
+                    payload = head + self._whole_bytes(buffer, children)
+                else:
+                    payload = head + self._chunked_bytes(buffer, children)
                 array: bytes = _headers.pack(msgpack.ExtType(EXT_NDARRAY, payload))
                 return array
         return self._codec.pack_value(value)
@@ -427,6 +443,18 @@ class TreeWriter:
             children.append(key)
             chunks.append([key, len(piece)])
         return _ext(EXT_CHUNKED_BYTES, [len(view), chunks])
+
+    def _whole_bytes(self, view: memoryview, children: list[bytes]) -> bytes:
+        """An array's buffer as one raw, uncompressed object: the same form as
+        `_chunked_bytes` with a single chunk, so every reader reads it, and a map of the
+        stored object is the array's buffer (at the envelope's 30-byte offset)."""
+        key = self._emit(view, ENCODING_RAW, compression=_STORED)
+        children.append(key)
+        return _ext(EXT_CHUNKED_BYTES, [len(view), [[key, len(view)]]])
+
+
+_STORED = Compression("none", 0, None)
+"""Objects that must stay mappable are stored as they are."""
 
 
 def _surely_small(state: Any) -> bool:
