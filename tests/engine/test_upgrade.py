@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +13,6 @@ from typing import Any
 import pytest
 
 import statevault
-from postgres_support import pg_url
 from statevault import faults
 from statevault.backends.base import StepProgress, UpgradeStep, initial_meta
 from statevault.backends.memory import MemoryBackend
@@ -25,57 +22,20 @@ from statevault.codec.envelope import dictionary_reference
 from statevault.codec.registry import GLOBAL_REGISTRY, TypeRegistry
 from statevault.engine.checkpoints import Engine
 from statevault.engine.upgrade import upgrade
-
-DATA = pathlib.Path(__file__).resolve().parent.parent / "data"
-sys.path.insert(0, str(DATA))
-import make_golden  # noqa: E402
-
-NEWEST = statevault.FORMAT_VERSION
-OLD_GOLDEN = sorted(
-    p
-    for p in [*(DATA / "golden").glob("v*"), *(DATA / "golden" / "chat").glob("v*")]
-    if int(p.name[1:].split("-")[0].split(".")[0]) < NEWEST
+from upgrade_support import (
+    DATA,
+    NEWEST,
+    OLD_GOLDEN,
+    copy_golden,
+    file_bytes,
+    fill,
+    format_of,
+    golden_id,
+    history,
+    layout_steps,
+    make_golden,
+    old_vault_url,
 )
-
-
-def golden_id(path: pathlib.Path) -> str:
-    return f"{path.parent.name}/{path.name}" if path.parent.name == "chat" else path.name
-
-
-def copy_golden(golden: pathlib.Path, tmp_path: pathlib.Path) -> str:
-    """A copy of a golden vault (tests never touch the originals); returns its URL."""
-    copy = tmp_path / golden.name
-    if golden.is_dir():
-        shutil.copytree(golden, copy)
-        return f"files://{copy}"
-    shutil.copy(golden, copy)
-    return str(copy)
-
-
-History = dict[str, list[tuple[int, str, str, dict[str, Any], Any]]]
-
-
-def history(vault: statevault.Vault) -> History:
-    """Every checkpoint of every run: (seq, kind, record hash, meta, the state it loads)."""
-    make_golden.register(vault)
-    out: History = {}
-    for run_id in vault.runs():
-        run = vault.run(run_id)
-        out[run_id] = [
-            (c.seq, c.kind, c.record_hash, c.meta, run.load(at=c.seq))
-            for c in reversed(run.checkpoints())
-        ]
-    return out
-
-
-def file_bytes(root: pathlib.Path) -> dict[str, str]:
-    """The hash of every file under `root`, by path."""
-    found = {}
-    for where, _, names in os.walk(root):
-        for name in names:
-            path = pathlib.Path(where, name)
-            found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
 
 
 def check_new_writes(vault: statevault.Vault) -> None:
@@ -113,15 +73,16 @@ def test_golden_vault_upgrades_with_history_kept(
     golden: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     url = copy_golden(golden, tmp_path)
-    version = int(golden.name[1:].split("-")[0].split(".")[0])
+    version = format_of(golden)
     with statevault.open(url, create=False) as vault:
         assert vault.format_version == version  # opening never upgrades
         before = history(vault)
         dry = vault.upgrade(dry_run=True)
         assert (dry.source, dry.target, dry.dry_run) == (version, NEWEST, True)
-        # A SQLite file of before the catalog of heads gains it first (layout 2).
-        layout = ["SQLite layout 1 -> 2"] if golden.suffix == ".db" else []
-        assert [s.name for s in dry.steps] == [*layout, f"vault format {version} -> {NEWEST}"]
+        assert [s.name for s in dry.steps] == [
+            *layout_steps(golden),
+            f"vault format {version} -> {NEWEST}",
+        ]
         assert dry.runs == len(before)
         assert dry.checkpoints == sum(len(h) for h in before.values())
         assert vault.format_version == version
@@ -162,45 +123,8 @@ def test_dry_run_changes_no_byte(golden: pathlib.Path, tmp_path: pathlib.Path) -
     assert file_bytes(tmp_path) == before
 
 
-def fill(vault: statevault.Vault) -> None:
-    """What the golden vaults hold, written in the vault's own (older) format."""
-    make_golden.register(vault)
-    run = vault.run("order-42")
-    for step, state in enumerate(make_golden.states(), start=1):
-        run.save(state, meta={"step": step})
-    vault.run("big").save(make_golden.big_state())
-    tree = vault.run("tree")
-    state = make_golden.tree_state()
-    tree.save(state)
-    state["messages"].append({"i": 3000, "role": "agent", "text": "appended"})
-    tree.save(state)
-    make_golden.write_journal(vault)
-    make_golden.write_chat(vault)
-
-
 def engine_for(backend: Any) -> Engine:
     return Engine(backend, Codec(TypeRegistry(GLOBAL_REGISTRY)), Compression.parse("zstd"))
-
-
-def old_vault_url(kind: str, version: int, tmp_path: pathlib.Path, pg_schema: str) -> str:
-    """A new vault of `kind` created in format `version`: the engine writes the format
-    its vault's metadata names, so a backend created with old metadata makes an old vault."""
-    meta = initial_meta(version, {"vault_id": b"old"})
-    if kind == "postgres":
-        from statevault.backends.postgres import PostgresBackend  # noqa: PLC0415
-
-        url = pg_url(pg_schema)
-        PostgresBackend(url, initial_meta=meta).close()
-        return url
-    if kind == "files":
-        from statevault.backends.files import FilesBackend  # noqa: PLC0415
-
-        FilesBackend(str(tmp_path / "vault"), initial_meta=meta).close()
-        return f"files://{tmp_path / 'vault'}"
-    from statevault.backends.sqlite import SqliteBackend  # noqa: PLC0415
-
-    SqliteBackend(str(tmp_path / "vault.db"), initial_meta=meta).close()
-    return str(tmp_path / "vault.db")
 
 
 @pytest.fixture
@@ -345,8 +269,9 @@ def test_killed_upgrade_leaves_a_whole_vault_and_finishes_when_run_again(
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     with statevault.open(url, create=False) as vault:
-        expected = 2 if "2" in golden.name else 1
-        assert vault.format_version == (expected if point.endswith("before_write") else NEWEST)
+        assert vault.format_version == (
+            format_of(golden) if point.endswith("before_write") else NEWEST
+        )
         assert history(vault) == before
         assert vault.verify().ok
         report = vault.upgrade()

@@ -30,6 +30,7 @@ from statevault.cli.common import (
 )
 from statevault.cli.migrate import migrate
 from statevault.cli.schema import schema_app
+from statevault.cli.upgrade import upgrade
 
 app = new_app("statevault")
 
@@ -37,6 +38,7 @@ RunArg = Annotated[str, typer.Argument(metavar="RUN", help="The run id.", show_d
 
 app.add_typer(schema_app)
 app.command(name="migrate")(migrate)
+app.command(name="upgrade")(upgrade)
 
 
 def _print_version(value: bool) -> None:

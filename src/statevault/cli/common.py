@@ -41,6 +41,9 @@ VaultArg = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Write JSON to stdout instead of text.")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Change nothing; show what would be done.")
+]
 
 
 def new_app(name: str, help_text: str | None = None) -> typer.Typer:
