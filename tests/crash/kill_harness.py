@@ -19,12 +19,15 @@ How one cycle goes:
    hole, no reordering, no half-applied delta, no duplicate, no deleted run back.
 
 The workload is a pure function of a seed, so the checker and the worker agree on
-every op without sending them. Backends are entries of `BACKENDS`; a PostgreSQL entry
-needs a URL factory and a way to copy a crashed vault (or `can_copy=False`).
+every op without sending them. Backends are entries of `BACKENDS`. PostgreSQL's vault
+for a test directory is a schema named after it (`tests/postgres_support.py`), dropped
+by `discard`; it has no copy, so a killed recovery is checked against the model and
+against itself run again, not against a recovered copy.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
@@ -423,12 +426,20 @@ class KillBackend:
         copy: copies a crashed vault (closed by every process) to another directory of
             the test's and returns its URL; None when the backend cannot (a server).
         points: the crash-point name prefixes of this backend's own code.
+        module: the backend's module, imported to register its crash points.
+        discard: removes what the vault of a directory keeps outside it (a server's
+            schema); None when the directory holds all of it.
+        settle: waits, after a kill, until nothing of the killed process can still
+            change the vault (a server finishing its statements); None: nothing can.
     """
 
     name: str
     url: Callable[[Path], str]
     copy: Callable[[Path, Path], str] | None
     points: tuple[str, ...]
+    module: str
+    discard: Callable[[Path], None] | None = None
+    settle: Callable[[Path], None] | None = None
 
 
 def _copy_sqlite(source: Path, target: Path) -> str:
@@ -443,20 +454,84 @@ def _copy_files(source: Path, target: Path) -> str:
     return f"files://{target / 'vault'}"
 
 
+def _pg_url(directory: Path) -> str:
+    # Imported on use: the fork server's path holds only src and this directory.
+    from postgres_support import pg_url  # noqa: PLC0415
+
+    schema, name = _pg_names(directory)
+    return pg_url(schema, application_name=name)
+
+
+def _pg_names(directory: Path) -> tuple[str, str]:
+    """The vault's schema, and the application name its connections carry."""
+    from postgres_support import pg_schema_for  # noqa: PLC0415
+
+    schema = pg_schema_for(str(directory))
+    return schema, f"kill-{schema}"
+
+
+def _pg_settle(directory: Path) -> None:
+    """Wait until the server has ended every session of the vault's killed clients.
+
+    A killed client's statement goes on in its server process until it finishes, and
+    commits if it gets there; only then does that process notice the closed socket.
+    Checked earlier, the vault could take the commit after the check: the op would
+    land after a recovery that had already been judged.
+    """
+    import psycopg  # noqa: PLC0415
+
+    from postgres_support import PG_DSN  # noqa: PLC0415
+
+    _, name = _pg_names(directory)
+    deadline = time.monotonic() + 60
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+            ).fetchone()
+            if row is not None and row[0] == 0:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"sessions of {name} still on the server after 60 s")
+            time.sleep(0.005)
+
+
+def _pg_discard(directory: Path) -> None:
+    from postgres_support import drop_pg_schema, pg_schema_for  # noqa: PLC0415
+
+    drop_pg_schema(pg_schema_for(str(directory)))
+
+
 BACKENDS = {
     "sqlite": KillBackend(
-        "sqlite", lambda d: str(d / "vault.db"), _copy_sqlite, ("sqlite.", "engine.", "run.")
+        "sqlite",
+        lambda d: str(d / "vault.db"),
+        _copy_sqlite,
+        ("sqlite.", "engine.", "run."),
+        "statevault.backends.sqlite",
     ),
     "files": KillBackend(
-        "files", lambda d: f"files://{d / 'vault'}", _copy_files, ("files.", "engine.", "run.")
+        "files",
+        lambda d: f"files://{d / 'vault'}",
+        _copy_files,
+        ("files.", "engine.", "run."),
+        "statevault.backends.files",
+    ),
+    "postgres": KillBackend(
+        "postgres",
+        _pg_url,
+        None,
+        ("postgres.", "engine.", "run."),
+        "statevault.backends.postgres",
+        discard=_pg_discard,
+        settle=_pg_settle,
     ),
 }
 
 
 def workload_points(backend: KillBackend) -> list[str]:
     """The crash points this backend's workload can reach (not repair's nor open's)."""
-    import statevault.backends.files  # noqa: PLC0415 - registers its points
-    import statevault.backends.sqlite  # noqa: F401, PLC0415
+    importlib.import_module(backend.module)  # registers its points
 
     skipped = ("files.rollback.", "files.quarantine.", "files.open.", "repair.")
     return sorted(

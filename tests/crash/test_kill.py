@@ -32,6 +32,8 @@ from kill_harness import (
     workload_points,
 )
 
+from postgres_support import require_postgres
+
 OPS_PER_CYCLE = 30
 CYCLES_PER_VAULT = 6
 """A vault lives this many crashes (its history growing) before a fresh one starts."""
@@ -50,9 +52,20 @@ def server() -> Iterator[ForkServer]:
     fork_server.close()
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest) -> KillBackend:
-    return BACKENDS[request.param]
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=pytest.mark.postgres) if name == "postgres" else name
+        for name in sorted(BACKENDS)
+    ]
+)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KillBackend]:
+    chosen = BACKENDS[request.param]
+    if chosen.discard is not None:
+        require_postgres()  # skips with the reason, or fails under CI=true
+    yield chosen
+    if chosen.discard is not None:
+        for directory in tmp_path.iterdir():
+            chosen.discard(directory)
 
 
 @dataclass
@@ -95,10 +108,14 @@ class Series:
         if self._vaults:
             # Old vaults hold huge states: keep the test's disk use bounded.
             for old in self.root.iterdir():
+                if self.backend.discard is not None:
+                    self.backend.discard(old)
                 shutil.rmtree(old)
         self._vaults += 1
         self.directory = self.root / f"v{self._vaults}"
         self.directory.mkdir(parents=True)
+        if self.backend.discard is not None:
+            self.backend.discard(self.directory)  # a schema left by an earlier session
         self.url = self.backend.url(self.directory)
         self.workload = Workload(next(self.seeds), huge_every=self.huge_every)
         self.start = 0
@@ -124,6 +141,8 @@ class Series:
             kill_after=kill_after,
         )
         assert not outcome.errors, f"the worker failed: {outcome.errors}"
+        if self.backend.settle is not None:
+            self.backend.settle(self.directory)
         # Not ready: killed while opening (a crash point in the vault's creation); an
         # open that fails would have reported its error.
         assert outcome.ready or outcome.killed, "the worker could not open the vault"
@@ -165,6 +184,8 @@ class Series:
                 kill_after=self.rnd.uniform(0, 0.03),
             )
             assert not outcome.errors, f"recovery failed: {outcome.errors}"
+            if self.backend.settle is not None:
+                self.backend.settle(self.directory)
             self.tally.recovery_kills += outcome.killed
         p = check_recovered(self.url, self.workload, acked_through, issued)
         if reference is not None:

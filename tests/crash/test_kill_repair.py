@@ -33,7 +33,9 @@ def server() -> Any:
     fork_server.close()
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+# Each cycle repairs a fresh copy of one damaged vault, which a server's vault has not
+# (PostgreSQL's damage is the server's to detect; its kill -9 runs in test_kill.py).
+@pytest.fixture(params=sorted(name for name, b in BACKENDS.items() if b.copy is not None))
 def backend(request: pytest.FixtureRequest) -> KillBackend:
     return BACKENDS[request.param]
 

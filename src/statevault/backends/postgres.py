@@ -82,6 +82,7 @@ from statevault.errors import (
     UnsupportedFormatError,
     VaultClosedError,
 )
+from statevault.faults import crash_point, register
 
 try:
     import psycopg
@@ -128,6 +129,13 @@ _ROLLED_BACK_SQLSTATES = frozenset(
 )
 
 _SERVER_SETTINGS = ("fsync", "full_page_writes", "synchronous_commit")
+
+_CRASH_BEFORE_COMMIT = register(
+    "postgres.commit.before", "a commit's statements are built; none was sent to the server"
+)
+_CRASH_AFTER_COMMIT = register(
+    "postgres.commit.after", "the commit statement returned (durable); the caller has not been told"
+)
 
 LOCK_HOLD_LIMIT = "5s"
 """How long the server waits for a frozen client inside a transaction holding row locks
@@ -509,12 +517,15 @@ class PostgresBackend:
         def attempt(conn: Connection) -> tuple[Any, ...] | None:
             nonlocal attempts
             attempts += 1
+            crash_point(_CRASH_BEFORE_COMMIT)
             try:
                 cursor = self._write(conn, batches, (self._sql.commit, params))
             except psycopg.errors.UniqueViolation:
                 return None  # another writer inserted this seq after our head check: it won
             assert cursor is not None
-            return cursor.fetchone()
+            row = cursor.fetchone()
+            crash_point(_CRASH_AFTER_COMMIT)
+            return row
 
         verdict = self._call(attempt)
         if verdict is not None and verdict[1]:
