@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
 import signal
@@ -279,3 +280,22 @@ def test_killed_upgrade_leaves_a_whole_vault_and_finishes_when_run_again(
         assert vault.format_version == NEWEST
         assert history(vault) == before
         assert vault.upgrade().current
+
+
+def test_aupgrade_awaits_and_the_blocking_call_is_refused_on_the_loop(
+    tmp_path: pathlib.Path,
+) -> None:
+    url = old_vault_url("sqlite", 2, tmp_path)
+
+    async def main() -> statevault.UpgradeReport:
+        async with await statevault.open_async(url, create=False) as vault:
+            with pytest.raises(statevault.BlockingCallError):
+                vault.upgrade()
+            dry = await vault.aupgrade(dry_run=True)
+            assert (dry.source, dry.dry_run, vault.format_version) == (2, True, 2)
+            return await vault.aupgrade()
+
+    report = asyncio.run(main())
+    assert (report.source, report.target, report.current) == (2, NEWEST, False)
+    with statevault.open(url, create=False) as vault:
+        assert vault.format_version == NEWEST
