@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from statevault import ops
-from statevault.backends.base import LeaseGrant, UpgradeStep
+from statevault.backends.base import LeaseGrant, RecoveryNote, UpgradeStep
 from statevault.codec.encoding import UnknownRecord
 from statevault.codec.registry import GLOBAL_REGISTRY
 from statevault.engine.bulk import MigrationReport, RunOutcome
@@ -139,6 +139,7 @@ __all__ = [
     "NotAVaultError",
     "Problem",
     "QuarantinedItem",
+    "RecoveryNote",
     "RepairReport",
     "RolledBack",
     "Run",

@@ -16,6 +16,8 @@ from statevault.backends.base import (
     Backend,
     Capabilities,
     Durability,
+    RecoveringBackend,
+    RecoveryNote,
     check_run_id,
     initial_meta,
 )
@@ -616,6 +618,21 @@ class Vault:
     def quarantined(self) -> list[QuarantinedItem]:
         """What repairs moved aside: damaged objects, and records removed from runs."""
         return quarantined(self._engine)
+
+    def recovery_notes(self) -> list[RecoveryNote]:
+        """Torn journal tails that recovery dropped: commits that never returned.
+
+        A crash in the middle of a commit can leave part of its record on disk; it was
+        never acknowledged, so reads skip it, and the run's next writer moves its bytes
+        aside (`kept_as`) before writing there. Empty on backends whose own log handles
+        this (SQLite, PostgreSQL).
+
+        Example:
+            >>> for note in vault.recovery_notes():  # doctest: +SKIP
+            ...     print(note.run_id, note.seq, note.kept_as)
+        """
+        backend = self._backend
+        return backend.recovery_notes() if isinstance(backend, RecoveringBackend) else []
 
     def close(self) -> None:
         """Release files, connections and locks. Further use raises `VaultClosedError`."""

@@ -20,6 +20,7 @@ import pytest
 import statevault
 from statevault.backends.base import Backend, StoredCheckpoint
 from statevault.backends.files import (
+    LAYOUT_VERSION,
     MARKER_MAGIC,
     MARKER_NAME,
     FilesBackend,
@@ -204,10 +205,10 @@ def test_marker_damaged_after_open_fails_get_meta(tmp_path: Path) -> None:
 
 def test_newer_layout_is_refused_unchanged(tmp_path: Path) -> None:
     open_vault(tmp_path / "v")
-    body = MARKER_MAGIC + struct.pack(">HI", 2, 0)
+    body = MARKER_MAGIC + struct.pack(">HI", LAYOUT_VERSION + 1, 0)
     (tmp_path / "v" / MARKER_NAME).write_bytes(body + struct.pack(">I", zlib.crc32(body)))
     before = snapshot(tmp_path)
-    with pytest.raises(UnsupportedFormatError, match="format 2"):
+    with pytest.raises(UnsupportedFormatError, match=f"format {LAYOUT_VERSION + 1}"):
         open_vault(tmp_path / "v")
     assert snapshot(tmp_path) == before
 
@@ -272,7 +273,7 @@ def test_run_directory_of_another_id_is_corruption(tmp_path: Path) -> None:
         backend.delete_run("other")
     with pytest.raises(CorruptionError):
         backend.list_runs()
-    assert (root / "runs" / run_dir_name("other") / "ckpt").exists()
+    assert (root / "runs" / run_dir_name("other") / "log").exists()
 
 
 def test_checkpoints_without_id_file_are_corruption(tmp_path: Path) -> None:
@@ -430,7 +431,7 @@ def test_head_seen_by_another_handle_follows_delete_and_recreate(tmp_path: Path)
 def test_a_gap_in_the_records_is_read_around(tmp_path: Path) -> None:
     # Only a power loss in durability="process" mode can leave a gap; reads stay exact.
     root = tmp_path / "v"
-    backend = open_vault(root, durability="process")
+    backend = open_vault(root, durability="process", layout=1)
     for seq in (1, 2, 3):
         backend.commit_checkpoint("r", seq, b"%d" % seq, expected_head=seq - 1)
     (root / "runs" / run_dir_name("r") / "ckpt" / "2".zfill(20)).unlink()
@@ -451,7 +452,7 @@ def interrupt_roll_back(root: Path, backend: FilesBackend, keep_through: int) ->
 
 def test_interrupted_roll_back_is_finished_at_open(tmp_path: Path) -> None:
     root = tmp_path / "v"
-    backend = open_vault(root)
+    backend = open_vault(root, layout=1)
     for seq in range(1, 6):
         backend.commit_checkpoint("r", seq, b"%d" % seq, expected_head=seq - 1)
     interrupt_roll_back(root, backend, 2)
@@ -462,7 +463,7 @@ def test_interrupted_roll_back_is_finished_at_open(tmp_path: Path) -> None:
 
 def test_interrupted_roll_back_is_finished_before_the_next_commit(tmp_path: Path) -> None:
     root = tmp_path / "v"
-    backend = open_vault(root)
+    backend = open_vault(root, layout=1)
     for seq in range(1, 6):
         backend.commit_checkpoint("r", seq, b"%d" % seq, expected_head=seq - 1)
     other = open_vault(root)

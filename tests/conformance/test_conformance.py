@@ -25,6 +25,13 @@ class TestFilesBackend(BackendConformance):
         return FilesBackend(str(location), initial_meta=initial_meta)
 
 
+class TestFilesLayout1Backend(BackendConformance):
+    """Vaults made by releases before files layout 2 keep being read and written as they are."""
+
+    def open_backend(self, location: pathlib.Path, *, initial_meta: Mapping[str, bytes]) -> Backend:
+        return FilesBackend(str(location), initial_meta=initial_meta, layout=1)
+
+
 class TestMemoryBackend(BackendConformance):
     reopens = False
 

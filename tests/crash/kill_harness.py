@@ -533,7 +533,17 @@ def workload_points(backend: KillBackend) -> list[str]:
     """The crash points this backend's workload can reach (not repair's nor open's)."""
     importlib.import_module(backend.module)  # registers its points
 
-    skipped = ("files.rollback.", "files.quarantine.", "files.open.", "repair.")
+    # Also out of reach: layout 1's record link (new vaults have layout 2), and the wipe
+    # of a torn tail, which a killed process never leaves (its page cache survives it;
+    # tests/backends/test_seglog.py tears tails by hand).
+    skipped = (
+        "files.rollback.",
+        "files.quarantine.",
+        "files.open.",
+        "repair.",
+        "files.record.after_link",
+        "files.segment.after_wipe",
+    )
     return sorted(
         name
         for name in faults.POINTS

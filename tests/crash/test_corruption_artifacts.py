@@ -23,6 +23,7 @@ from corruption_kit import (
 )
 
 import statevault
+from statevault.backends.seglog import FILLER, HEADER_SIZE
 
 SAMPLES = 40
 SLOW_SAMPLES = 100_000  # more than any artifact has bytes: every byte
@@ -40,7 +41,7 @@ def _files(tmp_path: Path, samples: int) -> Tally:
     url = f"files://{root}"
     expected = build_vault(url)
     artifacts = files_artifacts(root)
-    assert {a.kind for a in artifacts} == {"marker", "object", "run-id", "record"}
+    assert {a.kind for a in artifacts} == {"marker", "object", "run-id", "segment", "frame"}
     return damage_each(artifacts, url, expected, samples=samples, seed=1)
 
 
@@ -81,12 +82,19 @@ def test_previous_versions_read_as_older_history(tmp_path: Path) -> None:
         if artifact.kind == "marker":
             write(artifact.path, marker["m"])
             check_case(Case(artifact, "previous marker", marker["m"], True), url, expected, tally)
-        elif artifact.kind == "record" and artifact.seq == len(expected[artifact.run_id]):
-            # The run's directory as it was before its last commit.
+        elif artifact.kind == "frame" and artifact.seq == len(expected[artifact.run_id]):
+            # The run's newest segment as it was before its last commit: that commit
+            # wrote the frame over filler (or made the segment, if it is the first).
             kept = artifact.path.read_bytes()
-            artifact.path.unlink()
-            check_case(Case(artifact, "previous ckpt/", b"", True), url, expected, tally)
-            artifact.path.write_bytes(kept)
+            if artifact.start == HEADER_SIZE:
+                artifact.path.unlink()
+            else:
+                write(
+                    artifact.path,
+                    kept[: artifact.start] + bytes([FILLER]) * (len(kept) - artifact.start),
+                )
+            check_case(Case(artifact, "previous segment", b"", True), url, expected, tally)
+            write(artifact.path, kept)
     assert tally.older >= 3 and tally.cases == 5
     print(f"\nprevious versions: {tally}")
 

@@ -10,12 +10,16 @@ import os
 import pathlib
 import random
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 import pytest
 
 import statevault
+from statevault.backends.base import initial_meta
+from statevault.backends.files import FilesBackend
+from statevault.vault import FORMAT_VERSION
 
 
 class Raw(Protocol):
@@ -78,11 +82,18 @@ class RawSqlite:
 
 
 class RawFiles:
-    """The files backend's layout: objects/ab/<digest>, runs/<dir>/ckpt/<seq:020d>."""
+    """The files backend's layout 1: objects/ab/<digest>, runs/<dir>/ckpt/<seq:020d>.
+
+    Layout 1 keeps each record in a file of its own, so the engine's own checks of a
+    record's bytes are reached directly; layout 2 checks every frame itself first
+    (tests/backends/test_seglog.py, tests/crash/test_corruption_artifacts.py).
+    """
 
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
         self.url = f"files://{path}"
+        meta = initial_meta(FORMAT_VERSION, {"vault_id": uuid.uuid4().hex.encode()})
+        FilesBackend(str(path), initial_meta=meta, layout=1).close()
 
     def _object_path(self, key: str) -> pathlib.Path:
         return self.path / "objects" / key[:2] / key

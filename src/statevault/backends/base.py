@@ -573,6 +573,33 @@ class LayoutUpgradingBackend(Backend, Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class RecoveryNote:
+    """A torn journal tail that recovery dropped: a commit that never returned.
+
+    Attributes:
+        run_id: the run.
+        seq: the seq the torn record would have had.
+        size: how many bytes it left.
+        kept_as: where those bytes were set aside (None while no writer of the run has
+            set them aside yet: readers skip them without changing anything).
+    """
+
+    run_id: str
+    seq: int
+    size: int
+    kept_as: str | None
+
+
+@runtime_checkable
+class RecoveringBackend(Backend, Protocol):
+    """A backend that keeps its own log and reports the torn tails it dropped."""
+
+    def recovery_notes(self) -> list[RecoveryNote]:
+        """Every torn tail dropped so far (set aside on disk, or seen by this process)."""
+        ...
+
+
 def initial_meta(format_version: int, extra: Mapping[str, bytes]) -> dict[str, bytes]:
     """The metadata a backend writes, atomically, when it creates a new store."""
     meta = {META_FORMAT: str(format_version).encode("ascii")}

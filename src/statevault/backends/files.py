@@ -1,17 +1,19 @@
 """A vault as a directory of plain files, shared safely by threads and processes.
 
-Layout (version 1, named in the marker file)::
+Layout (versions 1 and 2, named in the marker file)::
 
     <dir>/STATEVAULT                  marker + metadata (see `encode_marker`)
     <dir>/tmp/                        every temporary file except the marker's
     <dir>/locks/<run dir name>        one flock file per run, and `meta.lock`
     <dir>/objects/<ab>/<abcdef...>    one file per object, named by the full hex digest
     <dir>/runs/<name>/id              the run id, UTF-8
-    <dir>/runs/<name>/ckpt/<seq>      one file per checkpoint record, seq as 20 digits
+    <dir>/runs/<name>/ckpt/<seq>      layout 1: one file per record, seq as 20 digits
+    <dir>/runs/<name>/log/<seq>       layout 2: segments of records (`backends.seglog`)
     <dir>/leases/<run dir name>       the run's lease (see `encode_lease`), kept for good
     <dir>/trash/                      deleted run directories on their way out
     <dir>/rollbacks/<run dir name>    a roll-back under way: the seq it keeps through
     <dir>/quarantine/<hex>[.<n>]      objects moved aside by repair (never deleted)
+    <dir>/recovery/<name>.<seq>.<id>  torn journal tails set aside (layout 2, never deleted)
 
 How a write becomes durable: the bytes go to a temporary file in `tmp/` and are fsynced,
 then the file is linked under its final name and the final directory is fsynced (the
@@ -27,6 +29,7 @@ live outside `runs/` and are never removed: a deleted run's tokens keep growing.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import re
@@ -35,13 +38,14 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 
 from statevault.backends.base import (
     Capabilities,
     Durability,
     LeaseGrant,
+    RecoveryNote,
     Rewrite,
     StoredCheckpoint,
     check_keep_through,
@@ -57,6 +61,17 @@ from statevault.backends.base import (
     renew_grant,
 )
 from statevault.backends.fsio import FileIO, pid_alive, temp_owner_pid
+from statevault.backends.seglog import (
+    LogView,
+    Segment,
+    SegmentWriter,
+    SuccessorMissing,
+    Tail,
+    ends_at,
+    parse_segment_name,
+    read_log,
+    salvage,
+)
 from statevault.errors import (
     ConflictError,
     CorruptionError,
@@ -70,8 +85,11 @@ from statevault.faults import crash_point, register
 
 MARKER_NAME = "STATEVAULT"
 MARKER_MAGIC = b"statevault-files\n"
-LAYOUT_VERSION = 1
-"""Version of the directory layout above. A reader refuses a marker with a higher one."""
+LAYOUT_VERSION = 2
+"""The newest directory layout, the one new vaults get. A reader refuses a marker with a
+higher one. Layout 1 keeps each record in its own file under `ckpt/`; layout 2 keeps a
+run's records as frames in segment files under `log/` (see `statevault.backends.seglog`).
+A vault keeps its layout until `statevault upgrade` rewrites it."""
 
 _SUBDIRS = ("tmp", "locks", "objects", "runs", "trash")
 """Made at open. `rollbacks/` and `quarantine/` are made on first use instead, so that
@@ -118,7 +136,8 @@ _CRASH_ROLLBACK_INTENT = register(
     "files.rollback.after_intent", "a roll-back's intent is durable; no record removed yet"
 )
 _CRASH_ROLLBACK_REMOVING = register(
-    "files.rollback.after_unlink", "a roll-back removed one more record (top down)"
+    "files.rollback.after_unlink",
+    "a roll-back removed one more record file or segment (top down), or set one aside",
 )
 _CRASH_QUARANTINE_LINKED = register(
     "files.quarantine.after_link", "an object is linked in quarantine/, still in objects/"
@@ -158,19 +177,30 @@ def _parse_seq(name: str) -> int | None:
     return None
 
 
+def _segment_of(seq: int) -> Callable[[list[str]], list[str]]:
+    """Picks the segment that holds `seq` from a sorted listing of segment names."""
+
+    def pick(names: list[str]) -> list[str]:
+        firsts = [parse_segment_name(n) or 0 for n in names]
+        index = bisect.bisect_right(firsts, seq) - 1
+        return names[index : index + 1] if index >= 0 else []
+
+    return pick
+
+
 # -- the marker -------------------------------------------------------------------------
 class _MarkerError(Exception):
     """The marker's bytes are not a marker this module wrote (or they are damaged)."""
 
 
-def encode_marker(meta: Mapping[str, bytes]) -> bytes:
+def encode_marker(meta: Mapping[str, bytes], *, layout: int = LAYOUT_VERSION) -> bytes:
     """The STATEVAULT file: magic line, layout version, entries, CRC32 of all before it.
 
     Entries are `u32 key length, UTF-8 key, u32 value length, value`, sorted by key; all
     integers big-endian. The CRC catches torn or damaged markers, which matter because
     the marker is both what makes a directory a vault and the home of the metadata.
     """
-    parts = [MARKER_MAGIC, struct.pack(">HI", LAYOUT_VERSION, len(meta))]
+    parts = [MARKER_MAGIC, struct.pack(">HI", layout, len(meta))]
     for key in sorted(meta):
         raw_key = key.encode("utf-8")
         value = bytes(meta[key])
@@ -180,7 +210,12 @@ def encode_marker(meta: Mapping[str, bytes]) -> bytes:
 
 
 def decode_marker(data: bytes) -> dict[str, bytes]:
-    """The metadata in a STATEVAULT file.
+    """The metadata in a STATEVAULT file (see `read_marker`)."""
+    return read_marker(data)[1]
+
+
+def read_marker(data: bytes) -> tuple[int, dict[str, bytes]]:
+    """The layout version and the metadata in a STATEVAULT file.
 
     Raises:
         _MarkerError: not a marker, or a damaged one.
@@ -224,7 +259,7 @@ def decode_marker(data: bytes) -> dict[str, bytes]:
         raise _MarkerError(f"an entry is malformed ({exc})") from exc
     if pos != len(body):
         raise _MarkerError(f"{len(body) - pos} bytes follow the last entry")
-    return meta
+    return version, meta
 
 
 # -- lease files ------------------------------------------------------------------------
@@ -293,6 +328,8 @@ class FilesBackend:
         initial_meta: metadata written when the vault is created.
         create: when False, a missing or empty directory raises `NotAVaultError`.
         fileio: the file operations to use (crash tests pass a recording one).
+        layout: the directory layout of a vault created here (an existing vault keeps
+            its own); 1 exists for tests of vaults made by earlier releases.
 
     Raises:
         NotAVaultError: the path holds something else; nothing was changed.
@@ -321,7 +358,11 @@ class FilesBackend:
         initial_meta: Mapping[str, bytes],
         create: bool = True,
         fileio: FileIO | None = None,
+        layout: int = LAYOUT_VERSION,
     ) -> None:
+        if layout not in (1, LAYOUT_VERSION):
+            raise ValueError(f"layout must be 1 or {LAYOUT_VERSION}; got {layout!r}")
+        self._new_layout = layout
         self._root = os.path.abspath(path)
         self._io = fileio or FileIO(sync=durability == "fsync")
         self._marker = os.path.join(self._root, MARKER_NAME)
@@ -348,6 +389,15 @@ class FilesBackend:
         # where probing for the current one starts (see `_read_head`).
         self._verified: set[str] = set()
         self._head_hints: dict[str, int] = {}
+        self._layout = LAYOUT_VERSION
+        self._segments = SegmentWriter(self._io, self._tmp)
+        self._recovery = os.path.join(self._root, "recovery")
+        # Layout 2: each run's tail (checked with two small reads before it is trusted),
+        # verified scans of segments (by name and key; a rewritten segment has a new
+        # key), and torn tails seen by readers that no writer has set aside yet.
+        self._tails: dict[str, Tail] = {}
+        self._scans: dict[tuple[str, bytes], Segment] = {}
+        self._torn_seen: dict[str, tuple[int, int]] = {}
         self._open(initial_meta, create=create)
 
     @property
@@ -407,7 +457,9 @@ class FilesBackend:
         # open accepts, never a half-made vault that it would refuse as foreign.
         # An exclusive create, not a replace: when two processes create the vault at
         # once, the first marker (and its vault id) stands and the other process uses it.
-        self._io.create_exclusive(self._marker, encode_marker(initial_meta))
+        self._io.create_exclusive(
+            self._marker, encode_marker(initial_meta, layout=self._new_layout)
+        )
         # Without this the marker's name could be lost in a crash while files written
         # afterwards survive, and the vault would no longer be recognised.
         self._io.fsync_dir(self._root)
@@ -420,7 +472,7 @@ class FilesBackend:
                 raise NotAVaultError(self._root, f"its {MARKER_NAME} is not a file") from exc
             raise CorruptionError(f"the vault marker {self._marker} is missing") from exc
         try:
-            return decode_marker(data)
+            layout, meta = read_marker(data)
         except _MarkerError as exc:
             looks_like_vault = self._io.is_dir(self._objects) and self._io.is_dir(self._runs)
             if at_open and not looks_like_vault:
@@ -434,6 +486,8 @@ class FilesBackend:
                     "the STATEVAULT file from a backup to open the vault again."
                 ),
             ) from exc
+        self._layout = layout
+        return meta
 
     def _sweep(self) -> None:
         """Remove what crashed writers left: their temp files and half-deleted runs.
@@ -533,7 +587,7 @@ class FilesBackend:
             meta[key] = bytes(value)
             # An atomic replace: a crash leaves the old marker or the new, never a torn
             # one that would make the whole vault unreadable.
-            self._io.write_atomic(self._marker, encode_marker(meta))
+            self._io.write_atomic(self._marker, encode_marker(meta, layout=self._layout))
 
     # -- objects ------------------------------------------------------------------------
     def put_objects(self, items: Sequence[tuple[bytes, bytes]]) -> None:
@@ -665,7 +719,7 @@ class FilesBackend:
                 return []
         return []  # deleted at every look: "no checkpoints" was true at each of them
 
-    def _read_head(self, name: str) -> int:
+    def _read_head(self, name: str, *, locked: bool = False) -> int:
         """The run's highest seq, found from the last known head without a full listing.
 
         Listing `ckpt/` costs O(checkpoints) (8 ms at 10,000 on this project's machine)
@@ -679,6 +733,8 @@ class FilesBackend:
         either: a hint it removed is missing (a listing follows), and a hint that
         commits after it brought back still has no gap above it.
         """
+        if self._layout >= 2:
+            return self._log_head(name, locked=locked)
         hint = self._head_hints.get(name, 0)
         if hint > 0 and self._io.exists(self._ckpt_path(name, hint)):
             head = hint
@@ -709,7 +765,7 @@ class FilesBackend:
         try:
             stored = self._io.read(self._id_path(name))
         except FileNotFoundError:
-            if not self._listed_seqs(name):
+            if not self._has_records(name):
                 return False  # deleted meanwhile, or a directory a crash left half-made
             raise CorruptionError(
                 f"the run directory {self._run_dir(name)} holds checkpoints but no `id` file",
@@ -755,7 +811,11 @@ class FilesBackend:
                         f"the run directory {self._run_dir(name)} holds the id {stored!r}, "
                         f"which does not belong to it"
                     )
-                if run_id.startswith(prefix) and self._read_head(name) > 0:
+                # In layout 2 a run is listed by its segments, without reading them, so
+                # that one damaged run does not make the whole vault unlistable.
+                if run_id.startswith(prefix) and (
+                    self._has_records(name) if self._layout >= 2 else self._read_head(name) > 0
+                ):
                     found.append(run_id)
         return sorted(found)
 
@@ -772,6 +832,9 @@ class FilesBackend:
         if not isinstance(seq, int) or not 1 <= seq <= _MAX_SEQ:
             return None
         with self._op("read a checkpoint"):
+            if self._layout >= 2:
+                found = self._log_record(name, run_id, seq)
+                return found if found is not None and self._check_id(name, run_id) else None
             try:
                 record = self._io.read(self._ckpt_path(name, seq))
             except FileNotFoundError:
@@ -790,6 +853,8 @@ class FilesBackend:
         # read is complete; otherwise (None, or a listed file gone) the read starts again
         # on whatever directory holds the run now.
         with self._op("read checkpoints"):
+            if self._layout >= 2:
+                return self._log_checkpoints(name, run_id, newest_first=newest_first, limit=limit)
             if newest_first and limit is not None and 0 < limit <= _PROBE_READ_LIMIT:
                 # The usual "newest few" read: by seq from the head, no listing. Any
                 # file missing (a deleted run, or a gap that a power loss left in
@@ -830,6 +895,283 @@ class FilesBackend:
             return []  # the run was deleted after its records were read
         return [StoredCheckpoint(seq, found[_seq_name(seq)]) for seq in seqs]
 
+    # -- runs: layout 2, the segment log ------------------------------------------------
+    def _records_dir(self, name: str) -> str:
+        return os.path.join(self._runs, name, "log" if self._layout >= 2 else "ckpt")
+
+    def _has_records(self, name: str) -> bool:
+        if self._layout >= 2:
+            return any(parse_segment_name(n) for n in self._io.listdir(self._records_dir(name)))
+        return bool(self._listed_seqs(name))
+
+    def _read_log(
+        self,
+        name: str,
+        run_id: str,
+        *,
+        pick: Callable[[list[str]], list[str]] | None = None,
+        want: Callable[[int], bool] = lambda seq: True,
+    ) -> LogView:
+        """A consistent read of the run's segments (all of them, or those `pick` takes).
+
+        Read through one handle on `log/` (`FileIO.read_many`), for the same reason as
+        `read_checkpoints` of layout 1: a run deleted and made anew meanwhile gives the
+        segments of one of the two, never a mix. A segment that vanished meanwhile (a
+        roll-back) sends the read round again.
+        """
+        log_dir = self._records_dir(name)
+        chosen: list[str] = []
+        newest: list[str] = []
+
+        def choose(listing: list[str]) -> list[str]:
+            names = sorted(n for n in listing if parse_segment_name(n) is not None)
+            chosen[:] = pick(names) if pick is not None else names
+            newest[:] = names[-1:]
+            return chosen
+
+        for attempt in range(_READ_ATTEMPTS):
+            try:
+                found = self._io.read_many(log_dir, choose)
+            except FileNotFoundError:
+                return LogView({}, 0, None, b"")
+            if found is None or len(found) != len(chosen):
+                continue
+            if len(self._scans) >= _CACHE_LIMIT:
+                self._scans.clear()
+            try:
+                view = read_log(
+                    [(n, found[n]) for n in chosen],
+                    run_id=run_id,
+                    describe=lambda n: os.path.join(log_dir, n),
+                    want=want,
+                    cache=self._scans,
+                    newest=chosen[-1:] == newest,
+                )
+            except SuccessorMissing:
+                # A writer may have linked the successor (and sealed this segment)
+                # after our listing: a new listing shows it, unless it is really gone.
+                if attempt + 1 < _READ_ATTEMPTS:
+                    continue
+                if run_id:
+                    raise
+                return self._read_log(name, self._run_id_of(name), pick=pick, want=want)
+            except CorruptionError:
+                if run_id:
+                    raise
+                # Callers that know only the directory: read again to name the run.
+                return self._read_log(name, self._run_id_of(name), pick=pick, want=want)
+            if view.torn and view.tail is not None:
+                self._torn_seen[name] = (view.head + 1, len(view.torn))
+            return view
+        raise StorageError(
+            f"{self._root}: run {run_id!r} changed {_READ_ATTEMPTS} times while it was being "
+            f"read; try again"
+        )
+
+    def _log_head(self, name: str, *, locked: bool) -> int:
+        """The run's head: its cached tail if two small reads show it is still the tail,
+        else from reading its newest segment.
+
+        Only callers holding the run's lock (`locked`) update the cached tail, which the
+        next commit writes at: a reader's tail may be older than the commit that
+        another thread is about to make, and must never become that commit's offset.
+        """
+        tail = self._tails.get(name)
+        if tail is not None and self._segments.tail_is_current(self._records_dir(name), tail):
+            return tail.next_seq - 1
+        view = self._read_log(name, "", pick=lambda names: names[-1:])
+        if locked:
+            self._tails.pop(name, None)
+            if len(self._tails) >= _CACHE_LIMIT:
+                self._tails.clear()
+            if view.tail is not None and not view.torn:
+                self._tails[name] = view.tail
+        return view.head
+
+    def _log_checkpoints(
+        self, name: str, run_id: str, *, newest_first: bool, limit: int | None
+    ) -> list[StoredCheckpoint]:
+        if limit is not None and limit <= 0:
+            return []
+        # The newest few usually sit in the newest segment or the one before it.
+        picks: list[Callable[[list[str]], list[str]] | None] = [None]
+        if newest_first and limit is not None:
+            picks = [lambda names: names[-2:], None]
+        for pick in picks:
+            view = self._read_log(name, run_id, pick=pick)
+            seqs = sorted(view.records, reverse=newest_first)
+            if limit is not None:
+                seqs = seqs[:limit]
+            complete = pick is None or limit is None or len(seqs) == limit or 1 in view.records
+            if complete:
+                if seqs and not self._check_id(name, run_id):
+                    return []
+                return [StoredCheckpoint(seq, view.records[seq]) for seq in seqs]
+        raise AssertionError("unreachable: the last pick reads every segment")
+
+    def _log_append(self, name: str, run_id: str, seq: int, record: bytes) -> None:
+        """Write the record of `seq` (run lock held; `_read_head` just said seq - 1)."""
+        log_dir = self._records_dir(name)
+        tail = self._tails.get(name)
+        if seq > 1 and (tail is None or tail.next_seq != seq):
+            view = self._read_log(name, run_id, pick=lambda names: names[-1:])
+            if view.torn:
+                self._set_torn_tail_aside(name, run_id, view)
+            tail = view.tail
+        self._tails.pop(name, None)
+        self._tails[name] = self._segments.append(log_dir, tail if seq > 1 else None, seq, record)
+
+    def _set_torn_tail_aside(self, name: str, run_id: str, view: LogView) -> None:
+        """Keep a torn tail's bytes in recovery/, then wipe them so the log goes on."""
+        assert view.tail is not None
+        self._io.mkdir(self._recovery)
+        kept_as = os.path.join(
+            self._recovery, f"{name}.{view.head + 1}.{time.time_ns()}-{secrets.token_hex(3)}"
+        )
+        self._io.write_atomic(kept_as, view.torn, temp_dir=self._tmp)
+        self._segments.wipe(
+            self._records_dir(name), view.tail.name, view.tail.end, view.tail.end + len(view.torn)
+        )
+        self._torn_seen.pop(name, None)
+
+    def _log_rewrite(
+        self, name: str, run_id: str, head: int, checked: list[tuple[int, bytes, bytes]]
+    ) -> int:
+        log_dir = self._records_dir(name)
+        view = self._read_log(name, run_id)
+        payloads = {
+            seq: new
+            for seq, expected, new in checked
+            if seq < head and view.records.get(seq) == expected
+        }
+        if not payloads:
+            return 0
+        names = sorted(n for n in self._io.listdir(log_dir) if parse_segment_name(n) is not None)
+        firsts = [parse_segment_name(n) or 0 for n in names]
+        touched = sorted({bisect.bisect_right(firsts, seq) - 1 for seq in payloads})
+        for index in touched:
+            data = self._io.read(os.path.join(log_dir, names[index]))
+            self._segments.replace(log_dir, data, payloads, last=index == len(names) - 1)
+        self._tails.pop(name, None)
+        return len(payloads)
+
+    def _log_record(self, name: str, run_id: str, seq: int) -> bytes | None:
+        """The record of `seq`, read from its segment alone.
+
+        If a later part of that segment is damaged, a record before the damage is still
+        returned: its frame's tag proves its bytes, and repair needs to read the intact
+        history of a damaged run to find how far it verifies.
+        """
+        pick = _segment_of(seq)
+        try:
+            return self._read_log(name, run_id, pick=pick, want=seq.__eq__).records.get(seq)
+        except CorruptionError as exc:
+            names = pick(self._segment_names(name))
+            if not names:
+                raise
+            try:
+                data = self._io.read(os.path.join(self._records_dir(name), names[0]))
+            except FileNotFoundError:
+                raise exc from None
+            found = salvage(data).get(seq)
+            if found is None:
+                raise
+            return found
+
+    def _segment_names(self, name: str) -> list[str]:
+        listing = self._io.listdir(self._records_dir(name))
+        return sorted(n for n in listing if parse_segment_name(n) is not None)
+
+    def _log_roll_back(self, name: str, run_id: str, keep_through: int) -> list[StoredCheckpoint]:
+        """`roll_back` in layout 2 (run lock held); it works on a damaged log too.
+
+        Returns the removed records that can still be read. Every segment it changes is
+        first kept whole in recovery/, so even damaged records are never deleted.
+        """
+        try:
+            view = self._read_log(name, run_id, want=lambda seq: seq > keep_through)
+            if view.head <= keep_through:
+                return []
+            records = dict(view.records)
+        except CorruptionError:
+            records = {}
+            for segment in self._segment_names(name):
+                with suppress(FileNotFoundError):
+                    data = self._io.read(os.path.join(self._records_dir(name), segment))
+                    records.update(
+                        (seq, rec) for seq, rec in salvage(data).items() if seq > keep_through
+                    )
+        if not self._segment_names(name):
+            return []
+        self._check_id(name, run_id)
+        self._io.mkdir(self._rollbacks)
+        self._io.write_atomic(
+            os.path.join(self._rollbacks, name), b"%d" % keep_through, temp_dir=self._tmp
+        )
+        crash_point(_CRASH_ROLLBACK_INTENT)
+        self._settle_roll_back(name)
+        return [StoredCheckpoint(seq, records[seq]) for seq in sorted(records)]
+
+    def _log_truncate(self, name: str, keep_through: int) -> None:
+        """Remove the records after `keep_through` (run lock held), from the top down.
+
+        Whole segments above it move to recovery/; the segment that holds it is linked
+        there before it is rewritten without them. Run again after a crash, it picks up
+        where it stopped: moved segments are gone, and a rewritten one ends at
+        `keep_through` already.
+        """
+        log_dir = self._records_dir(name)
+        names = self._segment_names(name)
+        moved = False
+        for segment in reversed(names):
+            if (parse_segment_name(segment) or 0) > keep_through:
+                self._io.mkdir(self._recovery)
+                self._io.rename(os.path.join(log_dir, segment), self._recovery_path(name, segment))
+                moved = True
+                crash_point(_CRASH_ROLLBACK_REMOVING)
+        if moved:
+            self._io.fsync_dir(self._recovery)
+            self._io.fsync_dir(log_dir)
+        kept = [n for n in names if (parse_segment_name(n) or 0) <= keep_through]
+        if not kept:
+            return
+        path = os.path.join(log_dir, kept[-1])
+        data = self._io.read(path)
+        if ends_at(data, keep_through):
+            return
+        self._io.mkdir(self._recovery)
+        self._io.link(path, self._recovery_path(name, kept[-1]))
+        self._io.fsync_dir(self._recovery)
+        crash_point(_CRASH_ROLLBACK_REMOVING)
+        self._segments.truncate_after(log_dir, kept[-1], data, keep_through)
+
+    def _recovery_path(self, name: str, segment: str) -> str:
+        """Where a segment that a roll-back changes is kept (not a torn-tail note)."""
+        stamp = f"{time.time_ns()}-{secrets.token_hex(3)}"
+        return os.path.join(self._recovery, f"{name}.rolled-back-{segment}.{stamp}")
+
+    def recovery_notes(self) -> list[RecoveryNote]:
+        notes: list[RecoveryNote] = []
+        with self._op("list recovery notes"):
+            for entry in sorted(self._io.listdir(self._recovery)):
+                name, dot, rest = entry.partition(".")
+                seq_text = rest.partition(".")[0]
+                if not dot or not seq_text.isdigit():
+                    continue
+                path = os.path.join(self._recovery, entry)
+                notes.append(
+                    RecoveryNote(self._run_id_of(name), int(seq_text), self._io.size(path), path)
+                )
+            for name, (seq, size) in sorted(self._torn_seen.items()):
+                notes.append(RecoveryNote(self._run_id_of(name), seq, size, None))
+        return notes
+
+    def _run_id_of(self, name: str) -> str:
+        try:
+            return self._io.read(self._id_path(name)).decode("utf-8", "replace")
+        except FileNotFoundError:
+            return f"<deleted run {name}>"
+
     # -- runs: writing ------------------------------------------------------------------
     def commit_checkpoint(
         self,
@@ -853,7 +1195,7 @@ class FilesBackend:
             with self._run_lock(name):
                 self._check_write_lease(name, run_id, lease_token)
                 self._settle_roll_back(name)
-                head = self._read_head(name)
+                head = self._read_head(name, locked=True)
                 if head != expected_head or (
                     expected_record is not None and self._head_record(name, head) != expected_record
                 ):
@@ -862,6 +1204,10 @@ class FilesBackend:
                     self._prepare_run_dir(name, run_id)
                 else:
                     self._check_id(name, run_id)
+                if self._layout >= 2:
+                    self._log_append(name, run_id, seq, record)
+                    crash_point(_CRASH_RECORD_SYNCED)
+                    return
                 ckpt_dir = self._ckpt_dir(name)
                 if not self._io.create_exclusive(
                     self._ckpt_path(name, seq), record, temp_dir=self._tmp
@@ -888,9 +1234,11 @@ class FilesBackend:
             self._put_objects(objects)
             with self._run_lock(name):
                 self._settle_roll_back(name)
-                head = self._read_head(name)
+                head = self._read_head(name, locked=True)
                 if head == 0 or not self._check_id(name, run_id):
                     return 0
+                if self._layout >= 2:
+                    return self._log_rewrite(name, run_id, head, checked)
                 done = 0
                 for seq, expected, new in checked:
                     path = self._ckpt_path(name, seq)
@@ -910,6 +1258,10 @@ class FilesBackend:
         """The head's record bytes (run lock held), or None if there is no head."""
         if head == 0:
             return None
+        if self._layout >= 2:
+            return self._read_log(name, "", pick=_segment_of(head), want=head.__eq__).records.get(
+                head
+            )
         try:
             return self._io.read(self._ckpt_path(name, head))
         except FileNotFoundError:
@@ -936,7 +1288,7 @@ class FilesBackend:
             )
         elif stored != run_id.encode("utf-8"):
             raise self._wrong_id(name, run_id, stored)
-        io.mkdir(self._ckpt_dir(name), sync_parent=False)
+        io.mkdir(self._records_dir(name), sync_parent=False)
         crash_point(_CRASH_RUN_PREPARED)
         # `id` and `ckpt/` before any record goes in: a record must never survive a
         # crash without the id that names its run, nor inside a lost `ckpt/`.
@@ -954,7 +1306,7 @@ class FilesBackend:
             run_dir = self._run_dir(name)
             if not self._io.is_dir(run_dir):
                 return False
-            head = self._read_head(name)
+            head = self._read_head(name, locked=True)
             # Never remove a directory that belongs to another id.
             try:
                 stored: bytes | None = self._io.read(self._id_path(name))
@@ -974,6 +1326,7 @@ class FilesBackend:
             self._io.fsync_dir(self._runs)
             self._io.fsync_dir(self._trash)
             self._head_hints.pop(name, None)
+            self._tails.pop(name, None)
             self._verified.discard(name)
             crash_point(_CRASH_DELETE_SYNCED)
             # Failing to free the space does not undo the deletion; open() retries.
@@ -1064,7 +1417,9 @@ class FilesBackend:
         with self._op("roll back a run"), self._run_lock(name):
             self._check_write_lease(name, run_id, lease_token)
             self._settle_roll_back(name)
-            head = self._read_head(name)
+            if self._layout >= 2:
+                return self._log_roll_back(name, run_id, keep_through)
+            head = self._read_head(name, locked=True)
             if head <= keep_through:
                 return []
             self._check_id(name, run_id)
@@ -1105,6 +1460,12 @@ class FilesBackend:
                 hint="Remove the file and run `statevault repair` on the vault again.",
             )
         keep_through = int(text)
+        if self._layout >= 2:
+            self._log_truncate(name, keep_through)
+            self._io.unlink(intent, missing_ok=True)
+            self._io.fsync_dir(self._rollbacks)
+            self._tails.pop(name, None)
+            return
         ckpt_dir = self._ckpt_dir(name)
         # From the top down: whatever a crash leaves is a history without gaps, which
         # `_read_head` relies on.

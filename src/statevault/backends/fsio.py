@@ -127,7 +127,7 @@ class FileIO:
         try:
             self._flush(os.fsync, fd, f"fsync of directory {path}")
         finally:
-            self._close_quietly(fd)
+            self.close_quietly(fd)
 
     def db_committed(self, location: str) -> None:
         """Note that a database engine committed a transaction by its own I/O.
@@ -167,7 +167,7 @@ class FileIO:
         try:
             return self._read_fd(fd)
         finally:
-            self._close_quietly(fd)
+            self.close_quietly(fd)
 
     def map_read(self, path: str) -> memoryview:
         """A read-only view of the whole file through a memory map (`view.obj` is the
@@ -181,7 +181,7 @@ class FileIO:
                 return memoryview(b"")
             return memoryview(self.syscall(mmap.mmap, fd, 0, access=mmap.ACCESS_READ))
         finally:
-            self._close_quietly(fd)
+            self.close_quietly(fd)
 
     def read_prefix(self, path: str, size: int) -> bytes:
         """At most the first `size` bytes of a file."""
@@ -189,7 +189,7 @@ class FileIO:
         try:
             return self._read_fd(fd, size)
         finally:
-            self._close_quietly(fd)
+            self.close_quietly(fd)
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         """Up to `size` bytes at `offset` of an open file (fewer at its end)."""
@@ -231,7 +231,7 @@ class FileIO:
                 try:
                     found[name] = self._read_fd(fd)
                 finally:
-                    self._close_quietly(fd)
+                    self.close_quietly(fd)
             try:
                 still_there = os.path.samestat(
                     self.syscall(os.fstat, dir_fd), self.syscall(os.stat, directory)
@@ -240,7 +240,7 @@ class FileIO:
                 still_there = False
             return found if still_there else None
         finally:
-            self._close_quietly(dir_fd)
+            self.close_quietly(dir_fd)
 
     def exists(self, path: str) -> bool:
         return self.syscall(os.path.lexists, path)
@@ -295,10 +295,11 @@ class FileIO:
     def close(self, fd: int) -> None:
         self.syscall(os.close, fd)
 
-    def _close_quietly(self, fd: int) -> None:
-        """Close after a read, or while another error is on its way: Linux frees the
-        descriptor even when close reports an error, which would only hide the data
-        read or the error that matters."""
+    def close_quietly(self, fd: int) -> None:
+        """Close after a read, after a successful flush, or while another error is on
+        its way: Linux frees the descriptor even when close reports an error, which
+        would only hide the data read, turn a durable write into a failed call, or hide
+        the error that matters."""
         with suppress(OSError):
             self.syscall(os.close, fd)
 
@@ -380,7 +381,7 @@ class FileIO:
             self.write_all(fd, data)
             self.fsync(fd)
         except BaseException:
-            self._close_quietly(fd)
+            self.close_quietly(fd)
             self.discard(path)
             raise
         try:
@@ -476,7 +477,7 @@ class FileIO:
                     continue
             yield
         finally:
-            self._close_quietly(fd)
+            self.close_quietly(fd)
 
 
 def pid_alive(pid: int) -> bool:

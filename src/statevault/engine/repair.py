@@ -26,7 +26,7 @@ from typing import Any
 from statevault.codec.envelope import pack, unpack
 from statevault.engine.checkpoints import Engine
 from statevault.engine.verify import Problem, RunDamage, VerifyReport, verify
-from statevault.errors import LeaseError, StateVaultError
+from statevault.errors import CorruptionError, LeaseError, StateVaultError
 from statevault.faults import crash_point, register
 
 SET_ASIDE_KIND = "statevault rolled-back record"
@@ -217,11 +217,16 @@ def repair(engine: Engine, *, run_id: str | None = None, dry_run: bool = False) 
 def _roll_back(engine: Engine, damage: RunDamage) -> tuple[list[int], int]:
     """Set the run's untrusted records aside, then remove them; (seqs removed, set aside)."""
     backend = engine.backend
-    stored = [
-        item
-        for item in backend.read_checkpoints(damage.run_id, newest_first=False)
-        if item.seq > damage.verified_through
-    ]
+    try:
+        stored = [
+            item
+            for item in backend.read_checkpoints(damage.run_id, newest_first=False)
+            if item.seq > damage.verified_through
+        ]
+    except CorruptionError:
+        # The store refuses to read the damaged run whole; what it still holds is set
+        # aside by the roll-back itself (the files backend keeps the changed segments).
+        stored = []
     _keep_aside(engine, [_set_aside(engine, damage.run_id, i.seq, i.record) for i in stored])
     crash_point(_CRASH_SET_ASIDE)
     removed = backend.roll_back(damage.run_id, damage.verified_through)

@@ -21,12 +21,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from statevault import ops as ops_module
+from statevault.backends.base import StoredCheckpoint
 from statevault.codec.encoding import Codec
 from statevault.codec.envelope import dictionary_reference, unpack
 from statevault.engine.checkpoints import Engine
 from statevault.engine.records import CheckpointRecord, open_record
 from statevault.engine.schemas import damaged_documents
-from statevault.errors import StateVaultError
+from statevault.errors import CorruptionError, StateVaultError
 from statevault.tree.read import check_value, unpack_node
 
 _OBJECT_BATCH = 32
@@ -161,13 +162,28 @@ class _Verifier:
     def check_run(self, run_id: str) -> None:
         self.runs += 1
         previous: tuple[int, bytes] | None = None
-        stored = self.backend.read_checkpoints(run_id, newest_first=False)
-        self.heads[run_id] = stored[-1].seq if stored else 0
-        newest_first = self.backend.read_checkpoints(run_id)
+        try:
+            stored = self.backend.read_checkpoints(run_id, newest_first=False)
+        except CorruptionError as exc:
+            if exc.seq is None:
+                raise
+            # The store itself found the damage and names the first record it reaches
+            # (a backend with its own log: files layout 2). The history before it is
+            # checked as usual, record by record, so repair knows how far it verifies.
+            stored = self.readable_prefix(run_id, exc.seq)
+            self.heads[run_id] = exc.seq
+            self.problem("record", _detail(exc), run_id=run_id, seq=exc.seq)
+            newest_first = stored[::-1]
+        else:
+            self.heads[run_id] = stored[-1].seq if stored else 0
+            newest_first = self.backend.read_checkpoints(run_id)
         if (
             not stored
             or newest_first[::-1] != stored
-            or self.backend.head(run_id) != self.heads[run_id]
+            or (
+                self.heads[run_id] == (stored[-1].seq if stored else 0)
+                and self.backend.head(run_id) != self.heads[run_id]
+            )
         ):
             # Listed, yet empty; or read one way, other records than read the other way:
             # the store's index is damaged (seen with SQLite index pages), so which
@@ -223,6 +239,19 @@ class _Verifier:
             if record.kind == "delta":
                 self.check_delta(record)
             self.check_state(record)
+
+    def readable_prefix(self, run_id: str, damaged: int) -> list[StoredCheckpoint]:
+        """The records before the first damaged one, each read by its seq."""
+        found = []
+        for seq in range(1, damaged):
+            try:
+                record = self.backend.read_checkpoint(run_id, seq)
+            except CorruptionError:
+                break
+            if record is None:
+                break
+            found.append(StoredCheckpoint(seq, record))
+        return found
 
     def check_delta(self, record: CheckpointRecord) -> None:
         """A journal entry's operations must decode (its envelope is checked with the tree)."""
