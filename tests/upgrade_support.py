@@ -36,8 +36,11 @@ OLD_GOLDEN = sorted(
 
 def layout_steps(golden: pathlib.Path) -> list[str]:
     """The backend layout steps an upgrade of a golden vault does before the format's."""
-    # A SQLite file of before the catalog of heads gains it first (SQLite layout 2).
-    return ["SQLite layout 1 -> 2"] if golden.suffix == ".db" else []
+    # A SQLite file of before the catalog of heads gains it first (SQLite layout 2); a
+    # directory vault of before segments moves its records into them (files layout 2).
+    if golden.suffix == ".db":
+        return ["SQLite layout 1 -> 2"]
+    return ["files layout 1 -> 2"] if golden.is_dir() else []
 
 
 def golden_id(path: pathlib.Path) -> str:

@@ -44,10 +44,12 @@ def test_dry_run_then_upgrade_then_nothing_to_do(
         before = history(vault)
     runs, checkpoints = len(before), sum(len(h) for h in before.values())
     untouched = file_bytes(tmp_path)
+    # Moving a directory vault into segments (files layout 2) rewrites every record.
+    rewritten = checkpoints if golden.is_dir() else 0
 
     result = runner.invoke(app, ["upgrade", url, "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert f"vault format {version} -> {NEWEST} would rewrite 0 records (0 B)" in result.output
+    assert f"vault format {version} -> {NEWEST} would rewrite {rewritten} records" in result.output
     assert f"{runs} runs, {checkpoints} checkpoints kept (dry run: nothing written)" in (
         result.output
     )

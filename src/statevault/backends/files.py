@@ -30,6 +30,7 @@ live outside `runs/` and are never removed: a deleted run's tokens keep growing.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import os
 import re
@@ -47,7 +48,9 @@ from statevault.backends.base import (
     LeaseGrant,
     RecoveryNote,
     Rewrite,
+    StepProgress,
     StoredCheckpoint,
+    UpgradeStep,
     check_keep_through,
     check_lease_args,
     check_next_seq,
@@ -79,6 +82,7 @@ from statevault.errors import (
     StateVaultError,
     StorageError,
     UnsupportedFormatError,
+    VaultBusyError,
     VaultClosedError,
 )
 from statevault.faults import crash_point, register
@@ -141,6 +145,12 @@ _CRASH_ROLLBACK_REMOVING = register(
 )
 _CRASH_QUARANTINE_LINKED = register(
     "files.quarantine.after_link", "an object is linked in quarantine/, still in objects/"
+)
+_CRASH_UPGRADE_RUN = register(
+    "files.upgrade.after_run", "one more run has log/ (layout upgrade); the marker names layout 1"
+)
+_CRASH_UPGRADE_CONVERTED = register(
+    "files.upgrade.after_convert", "every run has log/, the marker still names layout 1"
 )
 _CRASH_SWEEP = register(
     "files.open.after_sweep_step", "open removed one stray file or finished one roll-back"
@@ -390,6 +400,7 @@ class FilesBackend:
         self._verified: set[str] = set()
         self._head_hints: dict[str, int] = {}
         self._layout = LAYOUT_VERSION
+        self._vault_lock: int | None = None
         self._segments = SegmentWriter(self._io, self._tmp)
         self._recovery = os.path.join(self._root, "recovery")
         # Layout 2: each run's tail (checked with two small reads before it is trusted),
@@ -445,6 +456,7 @@ class FilesBackend:
                 # The sub-directories' entries must be durable before anything is
                 # written into them, or a crash could keep files whose directory is lost.
                 io.fsync_dir(self._root)
+            self._hold_vault_lock()
             self._sweep()
         except StateVaultError:
             raise
@@ -519,6 +531,29 @@ class FilesBackend:
             with self._run_lock(name), suppress(CorruptionError):
                 self._settle_roll_back(name)
             crash_point(_CRASH_SWEEP)
+
+    def _hold_vault_lock(self) -> None:
+        """Hold a shared flock on the `locks/` directory while the vault is open.
+
+        `upgrade_layout` needs the vault to itself: it converts to an exclusive lock,
+        which fails while any other handle (process, or backend in this process) holds
+        its shared one. Opening waits while an upgrade holds it. The directory itself is
+        locked, so that opening creates no file.
+        """
+        import fcntl  # noqa: PLC0415 - POSIX only, as `FileIO.locked`
+
+        fd = self._io.syscall(os.open, self._locks, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            while True:
+                try:
+                    self._io.syscall(fcntl.flock, fd, fcntl.LOCK_SH)
+                    break
+                except InterruptedError:
+                    continue
+        except BaseException:
+            self._io.close_quietly(fd)
+            raise
+        self._vault_lock = fd
 
     # -- plumbing -----------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -1172,6 +1207,130 @@ class FilesBackend:
         except FileNotFoundError:
             return f"<deleted run {name}>"
 
+    # -- upgrading layout 1 to layout 2 --------------------------------------------------
+    def _run_names(self) -> list[str]:
+        return sorted(n for n in self._io.listdir(self._runs) if "~" in n)
+
+    def plan_layout_upgrade(self) -> UpgradeStep | None:
+        with self._op("plan a layout upgrade"):
+            self._load_marker()
+            runs = records = size = 0
+            for name in self._run_names():
+                seqs = self._listed_seqs(name)
+                if not seqs:
+                    continue
+                runs += 1
+                records += len(seqs)
+                size += sum(self._io.size(self._ckpt_path(name, s)) for s in seqs)
+            if self._layout >= LAYOUT_VERSION:
+                if not runs:
+                    return None
+                return UpgradeStep(
+                    f"files layout {LAYOUT_VERSION} (finishing)",
+                    runs=runs,
+                    detail="the record files (ckpt/) an interrupted upgrade left are removed",
+                )
+            return UpgradeStep(
+                f"files layout {self._layout} -> {LAYOUT_VERSION}",
+                runs=runs,
+                records=records,
+                bytes=size,
+                detail=(
+                    "each run's records move from a file per record (ckpt/) into segments "
+                    "(log/), byte for byte: a commit becomes one write in place and one flush"
+                ),
+            )
+
+    def upgrade_layout(self, progress: StepProgress | None = None) -> UpgradeStep | None:
+        """Move every run's records into segments, then switch the marker to layout 2.
+
+        Safe to kill anywhere: a run's segments are built in `log.new/` and renamed to
+        `log/` whole, and they count only once the marker names layout 2, which is
+        written last, atomically, after every run is converted and read back equal.
+        Until then the vault is a layout-1 vault (a rerun rebuilds any `log/`); after
+        it, leftover `ckpt/` directories are ignored and removed here.
+
+        Raises:
+            VaultBusyError: another handle has the vault open (it holds the vault
+                lock); nothing was changed.
+        """
+        planned = self.plan_layout_upgrade()
+        if planned is None:
+            return None
+        import fcntl  # noqa: PLC0415 - POSIX only, as `FileIO.locked`
+
+        with self._op("upgrade the layout"), contextlib.ExitStack() as stack:
+            assert self._vault_lock is not None
+            try:
+                self._io.syscall(fcntl.flock, self._vault_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise VaultBusyError(
+                    f"{self._root}: other programs (or other open vaults in this one) have "
+                    f"the vault open; close them and run the upgrade again. Nothing was changed."
+                ) from None
+            stack.callback(self._io.syscall, fcntl.flock, self._vault_lock, fcntl.LOCK_SH)
+            # Threads of this process that share this backend wait until it is done.
+            for lock in self._run_locks:
+                stack.enter_context(lock)
+            names = self._run_names()
+            if self._layout < LAYOUT_VERSION:
+                for done, name in enumerate(names, 1):
+                    self._convert_run(name)
+                    crash_point(_CRASH_UPGRADE_RUN)
+                    if progress is not None:
+                        progress(done, len(names))
+                crash_point(_CRASH_UPGRADE_CONVERTED)
+                with self._meta_lock:
+                    meta = self._load_marker()
+                    self._io.write_atomic(self._marker, encode_marker(meta, layout=LAYOUT_VERSION))
+                self._layout = LAYOUT_VERSION
+                self._head_hints.clear()
+                self._tails.clear()
+            for name in names:
+                ckpt_dir = self._ckpt_dir(name)
+                if self._io.is_dir(ckpt_dir):
+                    trash_path = os.path.join(
+                        self._trash, f"{name}.ckpt.{os.getpid()}-{secrets.token_hex(6)}"
+                    )
+                    self._io.rename(ckpt_dir, trash_path)
+                    self._io.rmtree(trash_path)
+            return planned
+
+    def _convert_run(self, name: str) -> None:
+        """Build the run's `log/` from its `ckpt/` files (layout 1 still in force)."""
+        io = self._io
+        self._settle_roll_back(name)
+        seqs = self._listed_seqs(name)
+        run_dir = self._run_dir(name)
+        building = os.path.join(run_dir, "log.new")
+        log_dir = os.path.join(run_dir, "log")
+        for stale in (building, log_dir):
+            if io.is_dir(stale):
+                io.rmtree(stale)
+        if not seqs:
+            return
+        found = io.read_many(self._ckpt_dir(name), [_seq_name(seq) for seq in seqs])
+        if found is None or len(found) != len(seqs):
+            raise StorageError(f"{self._root}: run directory {name} changed during the upgrade")
+        records = {seq: found[_seq_name(seq)] for seq in seqs}
+        if seqs != list(range(1, len(seqs) + 1)):
+            raise CorruptionError(
+                f"the run directory {run_dir} has a gap in its records ({seqs[:10]}...): "
+                f"run `statevault verify` and `statevault repair` before upgrading"
+            )
+        io.mkdir(building, sync_parent=False)
+        self._segments.write_log(building, records)
+        io.fsync_dir(building)
+        view = read_log(
+            [(n, io.read(os.path.join(building, n))) for n in sorted(io.listdir(building))],
+            run_id=self._run_id_of(name),
+            describe=lambda n: os.path.join(building, n),
+        )
+        if dict(view.records) != records:
+            raise StorageError(f"{self._root}: the converted log of {name} does not read back")
+        io.rename(building, log_dir)
+        io.fsync_dir(run_dir)
+
     # -- runs: writing ------------------------------------------------------------------
     def commit_checkpoint(
         self,
@@ -1535,5 +1694,8 @@ class FilesBackend:
         return {digest: data for digest, (_, data) in found.items()}
 
     def close(self) -> None:
-        """Refuse further calls. No file or lock is held between calls, so none is released."""
+        """Refuse further calls, and let go of the vault lock (see `_hold_vault_lock`)."""
         self._closed = True
+        fd, self._vault_lock = self._vault_lock, None
+        if fd is not None:
+            self._io.close_quietly(fd)

@@ -472,6 +472,41 @@ class SegmentWriter:
             crash_point(_CRASH_SEALED)
         return Tail(name, key, size, _aligned(HEADER_SIZE + len(frame)), seq + 1)
 
+    def write_log(self, log_dir: str, records: Mapping[int, bytes]) -> None:
+        """Write a whole log of `records` (seq 1 upwards) into an empty directory.
+
+        Full segments of the largest size, each sealed, and a last one with room to
+        grow; each file fsynced. The caller fsyncs the directory.
+        """
+        seqs = sorted(records)
+        start = 0
+        while start < len(seqs):
+            key = secrets.token_bytes(32)
+            first = seqs[start]
+            frames: list[bytes] = []
+            used = HEADER_SIZE + FRAME_HEAD  # room for the seal is always kept
+            stop = start
+            while stop < len(seqs):
+                frame = encode_frame(key, seqs[stop], records[seqs[stop]])
+                if frames and used + _aligned(len(frame)) > MAX_SEGMENT_SIZE:
+                    break
+                frames.append(frame + bytes(_aligned(len(frame)) - len(frame)))
+                used += _aligned(len(frame))
+                stop += 1
+            last = stop == len(seqs)
+            rounded = -(-used // _PAGE) * _PAGE
+            if last:
+                # Room to grow, as a segment its writer made would have.
+                size = max(min(2 * rounded, MAX_SEGMENT_SIZE), rounded)
+            else:
+                frames.append(encode_frame(key, seqs[stop], b"", seal=True))
+                size = rounded
+            body = encode_header(first, size, key) + b"".join(frames)
+            path = os.path.join(log_dir, segment_name(first))
+            temp = self._io.write_temp(log_dir, body + _FILLER_BYTE * (size - len(body)))
+            self._io.rename(temp, path)
+            start = stop
+
     def wipe(self, log_dir: str, name: str, start: int, stop: int) -> None:
         """Overwrite [start, stop) of a segment with filler, durably."""
         fd = self._io.open_file(os.path.join(log_dir, name))
