@@ -33,6 +33,7 @@ from crash_workloads import (
     Model,
     Step,
     View,
+    count_policy,
     perform,
     prepare,
     read_view,
@@ -41,7 +42,6 @@ from crash_workloads import (
 )
 
 import statevault
-from statevault import CheckpointPolicy
 from statevault.backends.fsio import FileIO
 
 SHORT = 0
@@ -123,7 +123,7 @@ def run_with_fault(
     disk = os.path.join(workdir, "disk")
     model = prepare(disk, populated=populated, fold_every=fold_every)
     url = f"files://{os.path.join(disk, VAULT)}"
-    policy = CheckpointPolicy(records=model.fold_every)
+    policy = count_policy(model.fold_every)
     io = FailingFileIO(fail_at=fail_at, persistent=persistent, error=error)
     report = FaultReport()
     vault: statevault.Vault | None = None
