@@ -22,6 +22,10 @@ Cases, all with `durability="fsync"` (`synchronous_commit=on`):
 - lease acquire+release: `backend.acquire_lease` then `release_lease` (the pair
   timed), and `with run.lease(renew=False)` with an empty block. Target: the backend
   pair's median <= 2 ms.
+- chat storage: the agent chat of benchmarks/incremental.py (1000 transactions, each
+  appending a ~2 KB message), then the bytes the server holds for it (records and
+  objects, as stored) against msgspec + zstd-3 of the final state. Target (issue 3):
+  at most 2x. Journal entries are relocated after each fold (`rewrite_records`).
 """
 
 from __future__ import annotations
@@ -45,9 +49,16 @@ import psycopg  # noqa: E402 - after the path is set
 from psycopg import sql  # noqa: E402
 
 import statevault  # noqa: E402
+from benchmarks.incremental import (  # noqa: E402
+    CHAT_MESSAGE_CHARS,
+    TARGET_STORAGE_RATIO,
+    _chat_step,
+    _empty_chat,
+    zstd3_size,
+)
 from benchmarks.report import Row, judge, machine_info, results_table, write_json  # noqa: E402
 from benchmarks.timing import Samples, alternate  # noqa: E402
-from benchmarks.workloads import small_state  # noqa: E402
+from benchmarks.workloads import chat_messages, small_state  # noqa: E402
 from statevault.backends.postgres import PostgresBackend  # noqa: E402
 
 DEFAULT_DSN = os.environ.get("STATEVAULT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -243,6 +254,24 @@ def leases(bench: Bench, *, reps: int) -> dict[str, Samples]:
 
 
 # -- main -------------------------------------------------------------------------------
+def chat_storage(bench: Bench, *, steps: int) -> tuple[int, int]:
+    """(bytes the server holds for the chat run, zstd-3 size of its final state)."""
+    run = bench.vault.run("chat")
+    state = _empty_chat()
+    run.save(state)
+    for i, message in enumerate(chat_messages(steps, chars=CHAT_MESSAGE_CHARS), 1):
+        with run.transaction() as view:
+            _chat_step(view, i, message)
+        _chat_step(state, i, message)
+    if run.load() != state:
+        raise AssertionError("the chat state does not load back equal")
+    held = sum(len(c.record) for c in bench.backend.read_checkpoints("chat"))
+    digests = list(bench.backend.scan_objects())
+    for start in range(0, len(digests), 256):
+        held += sum(map(len, bench.backend.get_objects(digests[start : start + 256]).values()))
+    return held, zstd3_size(state)
+
+
 def server_facts(dsn: str) -> dict[str, str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         facts = {"server": str(conn.execute("SHOW server_version").fetchone()[0])}  # type: ignore[index]
@@ -256,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dsn", default=DEFAULT_DSN, help="the server (a database to write in)")
     ap.add_argument("--reps", type=int, default=5, help="measured rounds per case")
     ap.add_argument("--commits", type=int, default=1600, help="commits per scaling rep")
+    ap.add_argument("--chat-steps", type=int, default=1000, help="steps of the chat workload")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args(argv)
 
@@ -326,6 +356,19 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         rows.append(Row("lease acquire+release · run.lease(), median", "µs", held["api"]))
+
+        stored, reference = chat_storage(bench, steps=args.chat_steps)
+        rows.append(
+            Row(
+                f"chat storage after {args.chat_steps} steps · records + objects",
+                "B",
+                stored,
+                "msgspec + zstd-3 of the final state",
+                reference,
+                f"≤ {TARGET_STORAGE_RATIO:g}x floor",
+                judge(stored / reference, TARGET_STORAGE_RATIO),
+            )
+        )
     finally:
         bench.close()
 

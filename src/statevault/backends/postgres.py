@@ -59,11 +59,13 @@ from statevault.backends.base import (
     Capabilities,
     Durability,
     LeaseGrant,
+    Rewrite,
     StoredCheckpoint,
     check_bytes,
     check_keep_through,
     check_lease_args,
     check_next_seq,
+    check_rewrites,
     check_run_id,
     check_token,
     check_ttl,
@@ -232,7 +234,12 @@ class PostgresBackend:
     """
 
     capabilities = Capabilities(
-        persistent=True, multi_process=True, durable_fsync=True, leases=True, notify=True
+        persistent=True,
+        multi_process=True,
+        durable_fsync=True,
+        leases=True,
+        notify=True,
+        rewrite_records=True,
     )
 
     def __init__(
@@ -544,6 +551,36 @@ class PostgresBackend:
             check_write_lease(run_id, stored, token=lease_token, now=now)
             raise AssertionError(f"the server and check_write_lease disagree on {stored}")
         raise ConflictError(run_id, expected=expected_head, actual=int(head))
+
+    def rewrite_records(
+        self,
+        run_id: str,
+        rewrites: Sequence[Rewrite],
+        *,
+        objects: Sequence[tuple[bytes, bytes]] = (),
+    ) -> int:
+        check_run_id(run_id)
+        checked = check_rewrites(rewrites)
+        batches = _object_batches(checked_objects(objects))
+        if not checked:
+            if batches:
+                self._call(lambda conn: self._write(conn, batches, None))
+            return 0
+        params = {
+            "run_id": run_id,
+            "seqs": [seq for seq, _, _ in checked],
+            "expected": [expected for _, expected, _ in checked],
+            "new": [new for _, _, new in checked],
+        }
+
+        def attempt(conn: Connection) -> int:
+            cursor = self._write(conn, batches, (self._sql.rewrite, params))
+            assert cursor is not None
+            return cursor.rowcount
+
+        # Safe to run again after a lost reply: a record already rewritten no longer
+        # matches its expected bytes, so a retry changes nothing more.
+        return int(self._call(attempt))
 
     def read_checkpoint(self, run_id: str, seq: int) -> bytes | None:
         check_run_id(run_id)
@@ -955,6 +992,16 @@ class _Statements:
         )
         self.read_oldest = render(
             "SELECT seq, record FROM {checkpoints} WHERE run_id = %s ORDER BY seq ASC LIMIT %s"
+        )
+        # One statement: each record is replaced only while it still holds the bytes the
+        # caller read (a compare-and-swap per row) and lies below the run's head, which
+        # writers compare against and which therefore never changes under them.
+        self.rewrite = render(
+            "UPDATE {checkpoints} AS c SET record = r.new"
+            " FROM unnest(%(seqs)s::bigint[], %(expected)s::bytea[], %(new)s::bytea[])"
+            " AS r(seq, expected, new)"
+            " WHERE c.run_id = %(run_id)s AND c.seq = r.seq AND c.record = r.expected"
+            " AND c.seq < (SELECT max(seq) FROM {checkpoints} WHERE run_id = %(run_id)s)"
         )
         self.remove = render(
             "DELETE FROM {checkpoints} WHERE run_id = %s AND seq > %s RETURNING seq, NULL::bytea"
