@@ -63,9 +63,10 @@ _FILLER_BYTE = bytes([FILLER])
 _FILLER_HEAD = _FILLER_BYTE * FRAME_HEAD
 _PAGE = 4096
 MIN_SEGMENT_SIZE = 4096
-MAX_SEGMENT_SIZE = 1 << 20
-"""A new segment doubles its predecessor's size up to this, so a run with few records
-costs one page and a busy run creates a segment every few hundred commits."""
+MAX_SEGMENT_SIZE = 256 << 10
+"""A new segment is twice the bytes its predecessor used, up to this: a run with few
+records costs one page, a busy one makes a segment every hundred commits or so, and
+the space not yet written (filler) stays below a quarter of a mebibyte per run."""
 _NAME_DIGITS = 20
 
 _CRASH_SEGMENT_LINKED = register(
@@ -113,10 +114,16 @@ def encode_header(first_seq: int, size: int, key: bytes) -> bytes:
     return fixed + blake3(fixed).digest(_CHECK_SIZE)
 
 
-def segment_size_for(previous: int, needed: int) -> int:
-    """The size of a new segment: double the previous one, capped, and room for `needed`."""
-    size = min(max(previous * 2, MIN_SEGMENT_SIZE), MAX_SEGMENT_SIZE)
-    return max(size, -(-(HEADER_SIZE + needed) // _PAGE) * _PAGE)
+def _pages(size: int) -> int:
+    return -(-size // _PAGE) * _PAGE
+
+
+def segment_size_for(previous_used: int, needed: int) -> int:
+    """The size of a new segment: twice what its predecessor used (capped), and room for
+    `needed` bytes of frames. Sized by use, not by size: relocation shrinks what a
+    segment holds, and its successor should not inherit the room it no longer needs."""
+    size = min(max(_pages(previous_used) * 2, MIN_SEGMENT_SIZE), MAX_SEGMENT_SIZE)
+    return max(size, _pages(HEADER_SIZE + needed))
 
 
 class SuccessorMissing(CorruptionError):
@@ -446,8 +453,9 @@ class SegmentWriter:
             return Tail(tail.name, tail.key, tail.size, _aligned(tail.end + len(frame)), seq + 1)
         # A new segment, born holding the frame: one fsynced file and one link, so the
         # record is durable exactly when the segment's name is.
-        previous_size = tail.size if tail is not None else 0
-        size = segment_size_for(previous_size, _aligned(FRAME_HEAD + len(record)) + FRAME_HEAD)
+        size = segment_size_for(
+            tail.end if tail is not None else 0, _aligned(FRAME_HEAD + len(record)) + FRAME_HEAD
+        )
         key = secrets.token_bytes(32)
         frame = encode_frame(key, seq, record)
         body = encode_header(seq, size, key) + frame
@@ -581,7 +589,9 @@ class SegmentWriter:
             frames.append(encode_frame(key, sealed_next, b"", seal=True))
         body = b"".join(frames)
         needed = -(-(HEADER_SIZE + len(body) + FRAME_HEAD) // _PAGE) * _PAGE
-        size = max(first.size, needed) if last else needed
+        # The last segment keeps room to grow, but no more than it holds again: a
+        # rewrite that shrank its records gives the space back.
+        size = max(min(first.size, 2 * needed), needed) if last else needed
         name = segment_name(first.first_seq)
         self._io.write_atomic(
             os.path.join(log_dir, name),
