@@ -543,6 +543,7 @@ def workload_points(backend: KillBackend) -> list[str]:
         "repair.",
         "files.record.after_link",
         "files.segment.after_wipe",
+        "files.upgrade.",  # tests/backends/test_files_upgrade.py kills the upgrade there
     )
     return sorted(
         name
