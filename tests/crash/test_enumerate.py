@@ -94,6 +94,7 @@ def test_every_short_workload(first: str, populated: bool, scratch: str) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # up to ~5 min each on a loaded 2-core machine
 @pytest.mark.parametrize("populated", [False, True], ids=["empty", "populated"])
 @pytest.mark.parametrize("first", KINDS)
 def test_every_short_workload_thoroughly(first: str, populated: bool, scratch: str) -> None:
@@ -146,6 +147,7 @@ def test_long_scenarios(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)  # 300 scenarios: past the default 300 s on any machine
 @settings(
     max_examples=300,
     deadline=None,
