@@ -26,6 +26,7 @@ from statevault.paths import PathError
 if TYPE_CHECKING:
     # rich is imported when something is printed, which keeps `--help` quick.
     from rich.console import Console
+    from rich.progress import Progress
 
 EXIT_DAMAGE = 1
 EXIT_USAGE = 2
@@ -77,6 +78,23 @@ def stdout() -> Console:
     # Made per call, not at import: a Console binds nothing, but the width and colour
     # checks then see the stream the command writes to now (CliRunner swaps it).
     return Console(highlight=False)
+
+
+def progress_bar() -> Progress:
+    """A progress bar on stderr: shown only on a terminal, and gone when it is done."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: PLC0415
+
+    console = Console(stderr=True)
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

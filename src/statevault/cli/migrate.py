@@ -21,6 +21,7 @@ from statevault.cli.common import (
     check_exists,
     clean_errors,
     import_user_module,
+    progress_bar,
     stdout,
 )
 
@@ -97,21 +98,9 @@ def _run(
     undo: bool,
     workers: int,
 ) -> statevault.MigrationReport:
-    from rich.console import Console  # noqa: PLC0415 - loaded on use
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: PLC0415
-
     total = len([r for r in vault.runs() if _matches(r, runs)])
     verb = "checking" if dry_run else ("restoring" if undo else "migrating")
-    console = Console(stderr=True)
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"{verb} {name}", total=total)
 
         def advance(_: statevault.RunOutcome) -> None:

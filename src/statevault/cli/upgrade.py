@@ -21,6 +21,7 @@ from statevault.cli.common import (
     clean_errors,
     human_size,
     open_for_reading,
+    progress_bar,
     quote,
     stdout,
 )
@@ -38,19 +39,9 @@ def upgrade(path: VaultArg, *, dry_run: DryRunOpt = False, json: JsonOpt = False
 
 
 def _run(vault: statevault.Vault, *, dry_run: bool) -> statevault.UpgradeReport:
-    from rich.console import Console  # noqa: PLC0415 - loaded on use
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn  # noqa: PLC0415
+    from rich.progress import TaskID  # noqa: PLC0415 - loaded on use
 
-    console = Console(stderr=True)
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as bar:
+    with progress_bar() as bar:
         tasks: dict[str, TaskID] = {}
 
         def advance(step: str, done: int, total: int) -> None:
