@@ -1081,7 +1081,7 @@ class FilesBackend:
         }
         if not payloads:
             return 0
-        names = sorted(n for n in self._io.listdir(log_dir) if parse_segment_name(n) is not None)
+        names = self._segment_names(name)
         firsts = [parse_segment_name(n) or 0 for n in names]
         touched = sorted({bisect.bisect_right(firsts, seq) - 1 for seq in payloads})
         for index in touched:

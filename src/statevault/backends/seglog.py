@@ -502,7 +502,7 @@ class SegmentWriter:
                 used += _aligned(len(frame))
                 stop += 1
             last = stop == len(seqs)
-            rounded = -(-used // _PAGE) * _PAGE
+            rounded = _pages(used)
             if last:
                 # Room to grow, as a segment its writer made would have.
                 size = max(min(2 * rounded, MAX_SEGMENT_SIZE), rounded)
@@ -588,7 +588,7 @@ class SegmentWriter:
         if sealed_next is not None and keep_through is None:
             frames.append(encode_frame(key, sealed_next, b"", seal=True))
         body = b"".join(frames)
-        needed = -(-(HEADER_SIZE + len(body) + FRAME_HEAD) // _PAGE) * _PAGE
+        needed = _pages(HEADER_SIZE + len(body) + FRAME_HEAD)
         # The last segment keeps room to grow, but no more than it holds again: a
         # rewrite that shrank its records gives the space back.
         size = max(min(first.size, 2 * needed), needed) if last else needed
