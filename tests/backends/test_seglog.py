@@ -148,7 +148,8 @@ def torn_vault(tmp_path: Path, *, through_api: bool = False) -> tuple[str, Path,
     data = bytearray(segment.read_bytes())
     end = scan_segment(bytes(data)).end
     # What a crash inside the 4th commit's pwrite can leave: its first bytes only.
-    data[end : end + FRAME_HEAD + 2] = os.urandom(FRAME_HEAD + 2)
+    # (Ending in a byte that is not filler, so the tail's length is exactly this.)
+    data[end : end + FRAME_HEAD + 2] = os.urandom(FRAME_HEAD + 1) + b"\x01"
     segment.write_bytes(bytes(data))
     return str(root), segment, end
 
