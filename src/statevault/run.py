@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from statevault import ops as ops_module
 from statevault import paths
@@ -18,7 +18,7 @@ from statevault.backends.base import (
     check_run_id,
     check_write_lease,
 )
-from statevault.engine.aio import ThreadedContext, in_event_loop, refuse_in_event_loop
+from statevault.engine.aio import LoopLock, ThreadedContext, in_event_loop, refuse_in_event_loop
 from statevault.engine.checkpoints import DICTIONARY_LIMIT, NO_HEAD, Checkpoint, Engine, Head
 from statevault.engine.journal import (
     KIND_FOLD,
@@ -57,6 +57,8 @@ from statevault.tree.read import PathReader
 if TYPE_CHECKING:
     from statevault.tree import WrittenTree
     from statevault.tree.write import Memo
+
+T = TypeVar("T")
 
 
 def _overlaps(changed: tuple[Any, ...] | list[Any], wanted: list[Any]) -> bool:
@@ -150,6 +152,10 @@ class Run:
         # its own version: the operations it records are on the migrated state.
         self._stored_tag: SchemaTag | None = None
         self._lock = threading.RLock()
+        self._async_lock = LoopLock()
+        # The raw size of the state at the known head, if this handle saw it: a save
+        # driven on an event loop encodes on the loop only a state known to be small.
+        self._state_bytes: int | None = None
         # The head this handle commits on top of; read now, or, when made on an event
         # loop's thread (where reading would block it), by the first call that needs it.
         self._known_head: Head | None = None
@@ -237,7 +243,10 @@ class Run:
             tag = self._binding.tag
         with self._lock:
             tree = self._engine.encode_state(
-                state, known=self._known_objects, fresh_limit=self._fresh_limit()
+                state,
+                known=self._known_objects,
+                fresh_limit=self._fresh_limit(),
+                expected_bytes=self._state_bytes,
             )
             if not force:
                 record, head = self._engine.commit(
@@ -253,6 +262,7 @@ class Run:
             self._known = head
             self._stored_tag = tag
             self._known_objects = frozenset(tree.digests)
+            self._state_bytes = tree.raw_bytes
             self._cache = _NOTHING  # the caller owns `state`; it may change it later
             self._since = Since().after(record)
             self._memo, self._changes = tree.memo, []
@@ -552,6 +562,7 @@ class Run:
             memo=memo,
             changes=changes,
             fresh_limit=self._fresh_limit(),
+            expected_bytes=self._state_bytes,
         )
         record, head = self._engine.commit(
             self._id,
@@ -565,6 +576,7 @@ class Run:
         self._known = head
         self._stored_tag = tag
         self._known_objects = frozenset(tree.digests)
+        self._state_bytes = tree.raw_bytes
         self._since = Since().after(record)
         self._memo, self._changes = tree.memo, []
         self._relocate(tree, record)
@@ -637,6 +649,7 @@ class Run:
         state = self._typed(found, record.seq)
         self._known = Head(record.seq, sealed)
         self._known_objects = found.digests
+        self._state_bytes = found.base.raw_bytes
         self._cache = state
         self._since = found.since
         self._stored_tag = found.base.schema_tag
@@ -901,14 +914,19 @@ class Run:
         return self._known.seq
 
     # -- the async API: the same calls, awaited ------------------------------------------
-    # Each runs its blocking twin off the event loop (`Engine.offload`). Do not change a
-    # state passed to `asave` before the call returns: it is encoded on another thread.
+    # Each runs its blocking twin off the event loop (`_offload`). Do not change a state
+    # passed to `asave` before the call returns: it may be encoded on another thread.
+
+    async def _offload(self, call: Callable[[], T]) -> T:
+        """`Engine.offload`, one call of this handle at a time on each event loop."""
+        async with self._async_lock():
+            return await self._engine.offload(call)
 
     async def asave(
         self, state: Any, *, meta: dict[str, Any] | None = None, force: bool = False
     ) -> Checkpoint:
         """`save`, awaited."""
-        return await self._engine.offload(lambda: self.save(state, meta=meta, force=force))
+        return await self._offload(lambda: self.save(state, meta=meta, force=force))
 
     async def aload(
         self,
@@ -920,7 +938,7 @@ class Run:
         mmap: bool = False,
     ) -> Any:
         """`load`, awaited. A lazy view still reads on access: use it off the loop."""
-        return await self._engine.offload(
+        return await self._offload(
             lambda: self.load(at=at, default=default, lazy=lazy, raw=raw, mmap=mmap)
         )
 
@@ -933,34 +951,34 @@ class Run:
         mmap: bool = False,
     ) -> Any:
         """`get`, awaited."""
-        return await self._engine.offload(lambda: self.get(path, at=at, default=default, mmap=mmap))
+        return await self._offload(lambda: self.get(path, at=at, default=default, mmap=mmap))
 
     async def aapply(
         self, operations: Iterable[ops_module.Op], *, meta: dict[str, Any] | None = None
     ) -> Checkpoint:
         """`apply`, awaited."""
         batch = list(operations)
-        return await self._engine.offload(lambda: self.apply(batch, meta=meta))
+        return await self._offload(lambda: self.apply(batch, meta=meta))
 
     async def acheckpoint(self, *, meta: dict[str, Any] | None = None) -> Checkpoint:
         """`checkpoint`, awaited."""
-        return await self._engine.offload(lambda: self.checkpoint(meta=meta))
+        return await self._offload(lambda: self.checkpoint(meta=meta))
 
     async def acheckpoints(self, *, limit: int | None = None) -> list[Checkpoint]:
         """`checkpoints`, awaited."""
-        return await self._engine.offload(lambda: self.checkpoints(limit=limit))
+        return await self._offload(lambda: self.checkpoints(limit=limit))
 
     async def acheckpoint_at(self, seq: int) -> Checkpoint:
         """`checkpoint_at`, awaited."""
-        return await self._engine.offload(lambda: self.checkpoint_at(seq))
+        return await self._offload(lambda: self.checkpoint_at(seq))
 
     async def acurrent_lease(self) -> LeaseGrant | None:
         """`current_lease`, awaited."""
-        return await self._engine.offload(self.current_lease)
+        return await self._offload(self.current_lease)
 
     async def ahead(self) -> Checkpoint | None:
         """`head`, awaited."""
-        return await self._engine.offload(lambda: self.head)
+        return await self._offload(lambda: self.head)
 
     @asynccontextmanager
     async def atransaction(
@@ -980,13 +998,14 @@ class Run:
             lambda: self.transaction(meta=meta, default=default),
             name=f"statevault-transaction-{self._id}",
         )
-        view = await context.enter()
-        try:
-            yield view
-        except BaseException as exc:
-            await context.exit(exc)
-            raise
-        await context.exit(None)
+        async with self._async_lock():
+            view = await context.enter()
+            try:
+                yield view
+            except BaseException as exc:
+                await context.exit(exc)
+                raise
+            await context.exit(None)
 
     @asynccontextmanager
     async def alease(
@@ -999,11 +1018,11 @@ class Run:
     ) -> AsyncIterator[Lease]:
         """`lease`, as an async context manager; waiting for the lease does not block the loop."""
         lease = await aacquire(self._engine, self._id, owner=owner, ttl=ttl, wait=wait, renew=renew)
-        await self._engine.offload(lambda: self._hold(lease))
+        await self._offload(lambda: self._hold(lease))
         try:
             yield lease
         finally:
-            await self._engine.offload(lambda: self._drop(lease))
+            await self._offload(lambda: self._drop(lease))
 
 
 def _plain_op(schema: Schema, op: ops_module.Op) -> ops_module.Op:

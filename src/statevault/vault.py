@@ -650,7 +650,7 @@ class Vault:
 
     async def averify(self) -> VerifyReport:
         """`verify`, awaited."""
-        return await self._engine.offload(self.verify)
+        return await self._engine.offload(self.verify, brief=False)
 
     async def amigrate(
         self,
@@ -666,7 +666,8 @@ class Vault:
         return await self._engine.offload(
             lambda: self.migrate(
                 name, to=to, runs=runs, dry_run=dry_run, workers=workers, progress=progress
-            )
+            ),
+            brief=False,
         )
 
     async def aundo_migration(
@@ -674,18 +675,21 @@ class Vault:
     ) -> MigrationReport:
         """`undo_migration`, awaited."""
         return await self._engine.offload(
-            lambda: self.undo_migration(name, runs=runs, dry_run=dry_run, workers=workers)
+            lambda: self.undo_migration(name, runs=runs, dry_run=dry_run, workers=workers),
+            brief=False,
         )
 
     async def aupgrade(
         self, *, dry_run: bool = False, progress: Progress | None = None
     ) -> UpgradeReport:
         """`upgrade`, awaited (`progress` is called from a worker thread)."""
-        return await self._engine.offload(lambda: self.upgrade(dry_run=dry_run, progress=progress))
+        return await self._engine.offload(
+            lambda: self.upgrade(dry_run=dry_run, progress=progress), brief=False
+        )
 
     async def arepair(self, run: str | None = None, *, dry_run: bool = False) -> RepairReport:
         """`repair`, awaited."""
-        return await self._engine.offload(lambda: self.repair(run, dry_run=dry_run))
+        return await self._engine.offload(lambda: self.repair(run, dry_run=dry_run), brief=False)
 
     def awatch(
         self,
@@ -707,7 +711,8 @@ class Vault:
 
     async def aclose(self) -> None:
         """`close`, awaited."""
-        await self._engine.offload(self.close)
+        # On a thread: closing waits for calls still running on the vault's threads.
+        await self._engine.offload(self.close, brief=False)
 
     async def __aenter__(self) -> Vault:
         return self

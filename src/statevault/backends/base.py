@@ -471,13 +471,17 @@ class OffloadingBackend(Backend, Protocol):
     """A backend that runs the async API's blocking calls its own way.
 
     Without it, each `await run.asave(...)` runs the blocking call on a thread of the
-    event loop's default executor. A backend with a connection pool can size its
-    own executor to the pool, so calls queue for a thread rather than for a
-    connection while holding a thread.
+    event loop's default executor. PostgreSQL drives brief calls on the loop with
+    psycopg's async connections (`statevault.bridge`), and runs the others on
+    threads of its own, as many as its pool has connections.
     """
 
-    async def offload(self, call: Callable[[], _T]) -> _T:
-        """Run the blocking `call` without blocking the event loop; return its result."""
+    async def offload(self, call: Callable[[], _T], *, brief: bool = True) -> _T:
+        """Run the blocking `call` without blocking the event loop; return its result.
+
+        `brief`: the call does little but I/O, and waits for nothing else (a listener's
+        wait, a worker pool), so it may run on the loop's thread with its I/O awaited.
+        """
         ...
 
 

@@ -36,6 +36,10 @@ Why it is built this way:
   reads and object writes are idempotent, and a commit whose outcome is unknown is
   retried under the same compare-and-swap; if the retry conflicts, the record at its
   seq tells whether the first attempt landed.
+- The async API is native without an async copy of this module: a brief call runs
+  on the event loop's thread in a greenlet, and `_call` hands its statements to
+  psycopg's async connections (`statevault.bridge`, `_DrivenSession`). Every method
+  here is written once, against `_Session`.
 - Change notification is LISTEN/NOTIFY, sent only while someone listens: a NOTIFY
   makes the server serialize the commits that send one (measured here: 16 writers
   fell from ~6,800 to ~760 commits/s), so commits check the listeners table first.
@@ -50,11 +54,12 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from statevault import bridge
 from statevault.backends.base import (
     Capabilities,
     Durability,
@@ -89,15 +94,42 @@ from statevault.faults import crash_point, register
 try:
     import psycopg
     from psycopg import sql
-    from psycopg_pool import ConnectionPool, PoolTimeout
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without the extra
     raise ModuleNotFoundError(
         "PostgreSQL support needs psycopg 3 and psycopg-pool: `pip install statevault[postgres]`",
         name=exc.name,
     ) from exc
 
+if TYPE_CHECKING:
+    import asyncio
+
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[Any, ...]]
+AsyncConnection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+class _Rows(Protocol):
+    """A statement's result, as the methods below read it."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> tuple[Any, ...] | None: ...
+
+    def fetchall(self) -> list[tuple[Any, ...]]: ...
+
+
+class _Session(Protocol):
+    """A pooled connection as the methods below use it: psycopg's own, or, for a call
+    driven on an event loop, an async one behind blocking calls (`_DrivenSession`)."""
+
+    def execute(self, query: bytes, params: Any = None, *, binary: bool = False) -> _Rows: ...
+
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+    def pipeline(self) -> AbstractContextManager[Any]: ...
+
 
 LAYOUT_VERSION = 1
 """The version of the tables above. It is stored under `LAYOUT_KEY` in the vault's
@@ -258,6 +290,10 @@ class PostgresBackend:
         self._close_lock = threading.Lock()
         self._listeners: weakref.WeakSet[_PostgresListener] = weakref.WeakSet()
         self._executor: ThreadPoolExecutor | None = None
+        self._driven_pool: AsyncConnectionPool[AsyncConnection] | None = None
+        """The pool of calls driven on an event loop (`offload`), made on first use."""
+        self._driven_loop: asyncio.AbstractEventLoop | None = None
+        self._driven_pool_open: asyncio.Task[None] | None = None
         self._thread_prefix = f"statevault-pg-{id(self):x}"
         self._sql = _Statements(self._options.schema)
         with self._connect_directly() as conn:
@@ -280,10 +316,16 @@ class PostgresBackend:
 
     # -- connections --------------------------------------------------------------------
     def _configure(self, conn: Connection) -> None:
+        conn.execute(*self._session_settings())
+
+    async def _configure_async(self, conn: AsyncConnection) -> None:
+        await conn.execute(*self._session_settings())
+
+    def _session_settings(self) -> tuple[bytes, tuple[str]]:
         # Set per session, not left to the server's default: a role or database default
         # of `off` would otherwise make "fsync" commits return before their flush.
         level = "on" if self._durability == "fsync" else "off"
-        conn.execute(b"SELECT set_config('synchronous_commit', %s, false)", (level,))
+        return b"SELECT set_config('synchronous_commit', %s, false)", (level,)
 
     def _connect_directly(self) -> Connection:
         """A connection outside the pool: for opening, whose errors name the cause exactly,
@@ -361,7 +403,7 @@ class PostgresBackend:
         if self._closed:
             raise VaultClosedError(f"the vault {self.location} is closed; open it again")
 
-    def _call(self, work: Callable[[Connection], T]) -> T:
+    def _call(self, work: Callable[[_Session], T]) -> T:
         """Run `work` on a pooled connection, again on a fresh one if it was lost.
 
         `work` must be safe to run again after a failure (see the module docstring);
@@ -373,7 +415,7 @@ class PostgresBackend:
         while True:
             self._check_open()
             try:
-                with self._pool.connection(timeout=max(0.0, deadline - time.monotonic())) as conn:
+                with self._session(max(0.0, deadline - time.monotonic())) as conn:
                     return work(conn)
             except PoolTimeout as exc:
                 if lost is not None:
@@ -385,9 +427,23 @@ class PostgresBackend:
                 lost = exc
             # Other idle connections of the pool died with this one if the server
             # restarted; checking them now spares each later call a failed first try.
-            time.sleep(pause)
+            bridge.sleep(pause)
             pause = min(pause * 2, 1.0)
-            self._pool.check()
+            if bridge.driven():
+                bridge.wait_for(self._driven_pool_now().check())
+            else:
+                self._pool.check()
+
+    def _session(self, timeout: float) -> AbstractContextManager[_Session]:
+        """A pooled connection: of the async pool if this call is driven on its loop."""
+        if bridge.driven():
+            return _driven_session(self._driven_pool_now(), timeout)
+        return self._pool.connection(timeout=timeout)
+
+    def _driven_pool_now(self) -> AsyncConnectionPool[AsyncConnection]:
+        pool = self._driven_pool
+        assert pool is not None, "driven calls start in `offload`, which makes the pool"
+        return pool
 
     def _unreachable(self) -> StorageError:
         try:
@@ -436,10 +492,10 @@ class PostgresBackend:
 
     def _write(
         self,
-        conn: Connection,
+        conn: _Session,
         batches: list[tuple[list[bytes], list[bytes]]],
         statement: tuple[bytes, Mapping[str, object]] | None,
-    ) -> psycopg.Cursor[tuple[Any, ...]] | None:
+    ) -> _Rows | None:
         """Object batches, then `statement`, as one transaction; the statement's cursor.
 
         A lone statement runs as its own implicit transaction: one round trip. More go
@@ -521,7 +577,7 @@ class PostgresBackend:
         }
         attempts = 0
 
-        def attempt(conn: Connection) -> tuple[Any, ...] | None:
+        def attempt(conn: _Session) -> tuple[Any, ...] | None:
             nonlocal attempts
             attempts += 1
             crash_point(_CRASH_BEFORE_COMMIT)
@@ -573,7 +629,7 @@ class PostgresBackend:
             "new": [new for _, _, new in checked],
         }
 
-        def attempt(conn: Connection) -> int:
+        def attempt(conn: _Session) -> int:
             cursor = self._write(conn, batches, (self._sql.rewrite, params))
             assert cursor is not None
             return cursor.rowcount
@@ -625,7 +681,7 @@ class PostgresBackend:
         """
         removed: dict[int, bytes] = {}
 
-        def attempt(conn: Connection) -> None:
+        def attempt(conn: _Session) -> None:
             with _locking_transaction(conn):
                 self._check_lease(conn, run_id, lease_token)
                 while True:
@@ -647,7 +703,7 @@ class PostgresBackend:
         return [StoredCheckpoint(seq, removed[seq]) for seq in sorted(removed)]
 
     # -- leases -------------------------------------------------------------------------
-    def _check_lease(self, conn: Connection, run_id: str, lease_token: int | None) -> None:
+    def _check_lease(self, conn: _Session, run_id: str, lease_token: int | None) -> None:
         """`check_write_lease` inside `conn`'s transaction, the lease row share-locked."""
         row = conn.execute(self._sql.share_lease, (run_id,)).fetchone()
         now = _server_now(conn, self._sql)
@@ -663,7 +719,7 @@ class PostgresBackend:
         none), so that concurrent first acquirers queue on its lock instead of racing.
         """
 
-        def attempt(conn: Connection) -> LeaseGrant | None:
+        def attempt(conn: _Session) -> LeaseGrant | None:
             with _locking_transaction(conn):
                 conn.execute(self._sql.ensure_lease, (run_id,))
                 row = conn.execute(self._sql.lock_lease, (run_id,)).fetchone()
@@ -716,7 +772,7 @@ class PostgresBackend:
         if not keys:
             return 0
 
-        def attempt(conn: Connection) -> int:
+        def attempt(conn: _Session) -> int:
             # One transaction: a crash leaves every object either in place or aside.
             with _locking_transaction(conn):
                 moved = 0
@@ -735,7 +791,7 @@ class PostgresBackend:
         return found
 
     # -- notification -------------------------------------------------------------------
-    def _notify(self, conn: Connection, run_id: str) -> None:
+    def _notify(self, conn: _Session, run_id: str) -> None:
         """Notify listeners of a change to `run_id` when `conn`'s transaction commits."""
         conn.execute(self._sql.notify, {"channel": self._sql.channel, "run_id": run_id})
 
@@ -747,18 +803,25 @@ class PostgresBackend:
         return listener
 
     # -- async ------------------------------------------------------------------------
-    async def offload(self, call: Callable[[], T]) -> T:
-        """Run a blocking call of the async API on this vault's own threads.
+    async def offload(self, call: Callable[[], T], *, brief: bool = True) -> T:
+        """Run a blocking call of the async API without blocking the event loop.
 
-        As many threads as the pool has connections, plus a few for listeners waiting
-        on notifications (they hold a thread, not a pooled connection): awaiting calls
-        queue for a thread instead of holding one of the loop's default executor while
-        they wait for a connection. Rejected: psycopg's async connections, which would
-        need a second, async copy of every method above for no gain in a call that
-        runs one or two statements.
+        A `brief` call is driven on the loop itself (`statevault.bridge`): its
+        statements go through psycopg's async connections, of a pool made on the first
+        such call and bound to its loop, and it costs no thread hop. Other calls (verify,
+        repair), calls made from a second loop while the first still runs, and calls
+        without the `greenlet` package run on this vault's own threads: as many as the
+        pool has connections, plus a few for listeners waiting on notifications, so
+        that awaiting calls queue for a thread instead of holding one of the loop's
+        default executor while they wait for a connection.
         """
         import asyncio  # noqa: PLC0415 - loaded already: a loop is running
 
+        loop = asyncio.get_running_loop()
+        if brief and bridge.available() and self._drive_on(loop):
+            assert self._driven_pool_open is not None
+            await self._driven_pool_open
+            return await bridge.drive(call)
         with self._close_lock:
             self._check_open()
             if self._executor is None:
@@ -766,7 +829,35 @@ class PostgresBackend:
                     self._options.pool_size + 4, thread_name_prefix=self._thread_prefix
                 )
             executor = self._executor
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
+        return await loop.run_in_executor(executor, call)
+
+    def _drive_on(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """True if calls may be driven on `loop`: the async pool is its, or made for it now.
+
+        A pool serves one loop. A later loop takes over once the first has closed (a
+        program calling `asyncio.run` twice); while it runs, other loops use threads.
+        """
+        with self._close_lock:
+            self._check_open()
+            if self._driven_loop is loop:
+                return True
+            if self._driven_loop is not None and not self._driven_loop.is_closed():
+                return False
+            # A closed loop's pool cannot be closed any more: its connections close
+            # when it is collected.
+            self._driven_pool = AsyncConnectionPool(
+                self._options.conninfo,
+                min_size=1,
+                max_size=self._options.pool_size,
+                kwargs={"autocommit": True},
+                configure=self._configure_async,
+                timeout=self._timeout,
+                name=f"statevault {self._options.location} (async)",
+                open=False,
+            )
+            self._driven_loop = loop
+            self._driven_pool_open = loop.create_task(self._driven_pool.open())
+            return True
 
     def close(self) -> None:
         with self._close_lock:
@@ -774,6 +865,8 @@ class PostgresBackend:
                 return
             self._closed = True
             executor, self._executor = self._executor, None
+            driven, self._driven_pool = self._driven_pool, None
+            loop, self._driven_loop = self._driven_loop, None
         for listener in list(self._listeners):
             listener.close()
         if executor is not None:
@@ -782,6 +875,8 @@ class PostgresBackend:
             own = threading.current_thread().name.startswith(self._thread_prefix)
             executor.shutdown(wait=not own)
         self._pool.close()
+        if driven is not None and loop is not None and not loop.is_closed():
+            _close_driven_pool(driven, loop)
 
 
 class _PostgresListener:
@@ -844,8 +939,63 @@ class _PostgresListener:
             conn.close()
 
 
+class _DrivenSession:
+    """An async connection behind `_Session`'s blocking calls, for a driven call."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    def execute(self, query: bytes, params: Any = None, *, binary: bool = False) -> _Rows:
+        return _DrivenRows(bridge.wait_for(self._conn.execute(query, params, binary=binary)))
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        return bridge.entered(self._conn.transaction())
+
+    def pipeline(self) -> AbstractContextManager[Any]:
+        return bridge.entered(self._conn.pipeline())
+
+
+class _DrivenRows:
+    def __init__(self, cursor: psycopg.AsyncCursor[tuple[Any, ...]]) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return bridge.wait_for(self._cursor.fetchone())
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return bridge.wait_for(self._cursor.fetchall())
+
+
 @contextmanager
-def _locking_transaction(conn: Connection) -> Iterator[None]:
+def _driven_session(
+    pool: AsyncConnectionPool[AsyncConnection], timeout: float
+) -> Iterator[_Session]:
+    with bridge.entered(pool.connection(timeout=timeout)) as conn:
+        yield _DrivenSession(conn)
+
+
+def _close_driven_pool(
+    pool: AsyncConnectionPool[AsyncConnection], loop: asyncio.AbstractEventLoop
+) -> None:
+    """Close the async pool from wherever `close` runs: driven on its loop, or elsewhere."""
+    if bridge.driven():
+        bridge.wait_for(pool.close())
+        return
+    import asyncio  # noqa: PLC0415 - there was a loop: it is loaded
+
+    if loop.is_running():
+        # Its loop runs on another thread (this one would be driven or refused).
+        asyncio.run_coroutine_threadsafe(pool.close(), loop).result()
+    else:
+        loop.run_until_complete(pool.close())
+
+
+@contextmanager
+def _locking_transaction(conn: _Session) -> Iterator[None]:
     """A transaction that takes row locks between round trips to this client.
 
     If this process is frozen inside it (SIGSTOP, a debugger, a long GC pause), the
@@ -872,7 +1022,7 @@ def _grant(
     return LeaseGrant(run_id, str(owner), int(token), float(expires_at))
 
 
-def _server_now(conn: Connection, statements: _Statements) -> float:
+def _server_now(conn: _Session, statements: _Statements) -> float:
     row = conn.execute(statements.clock).fetchone()
     assert row is not None
     return float(row[0])

@@ -2,10 +2,11 @@
 blocking calls made on it.
 
 Every `a`-method runs its blocking twin through `Engine.offload`: a thread of the
-loop's default executor (`asyncio.to_thread`), unless the backend offers a native
-way (`OffloadingBackend`). The twin then checks that no event loop runs on its thread,
-which holds on an executor thread and fails, with a message naming the `a`-method,
-on the loop's own thread.
+loop's default executor (`asyncio.to_thread`), unless the backend offers a native way
+(`OffloadingBackend`; PostgreSQL drives brief calls on the loop's own thread, their
+I/O awaited: `statevault.bridge`). The twin then checks that no event loop runs on its
+thread, which holds on an executor thread and in a driven call, and fails, with a
+message naming the `a`-method, when the blocking call was made on the loop itself.
 
 `asyncio` is imported only inside coroutines: they run only under a loop, so it is
 loaded already, and `import statevault` does not pay for it (about 12 ms).
@@ -16,10 +17,12 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from statevault import bridge
 from statevault.errors import BlockingCallError
 
 if TYPE_CHECKING:
@@ -29,10 +32,14 @@ T = TypeVar("T")
 
 
 def in_event_loop() -> bool:
-    """True if an event loop runs on this thread (where blocking would stall it)."""
+    """True if an event loop runs on this thread (where blocking would stall it).
+
+    Code driven by `bridge.drive` runs on the loop's thread but does not block it: its
+    waits are awaits.
+    """
     aio = sys.modules.get("asyncio")
     # No asyncio loaded means no loop running: the common case costs one dict lookup.
-    return aio is not None and aio._get_running_loop() is not None
+    return aio is not None and aio._get_running_loop() is not None and not bridge.driven()
 
 
 def refuse_in_event_loop(call: str, instead: str) -> None:
@@ -44,6 +51,31 @@ def refuse_in_event_loop(call: str, instead: str) -> None:
     """
     if in_event_loop():
         raise BlockingCallError(call, instead)
+
+
+class LoopLock:
+    """An `asyncio.Lock` per event loop (one lock cannot serve two loops).
+
+    Serializes a handle's async calls: calls driven on a loop (`statevault.bridge`)
+    share its thread, so the handle's thread lock cannot keep them apart.
+    """
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._guard = threading.Lock()
+
+    def __call__(self) -> asyncio.Lock:
+        """The running loop's lock."""
+        import asyncio  # noqa: PLC0415 - loaded already: a loop is running
+
+        loop = asyncio.get_running_loop()
+        with self._guard:
+            lock = self._locks.get(loop)
+            if lock is None:
+                lock = self._locks[loop] = asyncio.Lock()
+            return lock
 
 
 class ThreadedContext(Generic[T]):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from statevault import paths
+from statevault import bridge, paths
 from statevault.backends.base import (
     Backend,
     MappingBackend,
@@ -68,6 +68,11 @@ DICTIONARY_LIMIT = 512 << 10
 """Raw bytes of a state entry's new nodes that the journal entries before it are
 compressed against (`Engine.relocate`): enough for the items a hundred deltas append,
 and indexed in ~1.5 ms at most."""
+DRIVEN_LIMIT = 256 << 10
+"""The largest state (raw bytes) a call driven on an event loop encodes or decodes on
+the loop's thread; larger ones go to a worker thread (`bridge.off_loop`), so the loop
+never stalls for more than about a millisecond."""
+
 _RELOCATE_MIN_SAVING = 32
 """An entry is rewritten only if that saves at least this many bytes."""
 _NIL = b"\xc0"
@@ -150,10 +155,14 @@ class Engine:
         # Checked once: a runtime protocol check looks at every method of the protocol.
         self._native_offload = isinstance(backend, OffloadingBackend)
 
-    async def offload(self, call: Callable[[], T]) -> T:
-        """Run a blocking call off the event loop (the async API's one way to do I/O)."""
+    async def offload(self, call: Callable[[], T], *, brief: bool = True) -> T:
+        """Run a blocking call off the event loop (the async API's one way to do I/O).
+
+        `brief=False` for calls that may run long or wait on other threads (verify,
+        repair, a listener's wait): they always get a thread.
+        """
         if self._native_offload:
-            return await cast("OffloadingBackend", self.backend).offload(call)
+            return await cast("OffloadingBackend", self.backend).offload(call, brief=brief)
         import asyncio  # noqa: PLC0415 - loaded already: a loop is running
 
         return await asyncio.to_thread(call)
@@ -183,8 +192,14 @@ class Engine:
         """
         data = record.inline if record.inline is not None else self._root_data(record)
         reader = TreeReader(self.backend.get_objects, self.codec, mapper=self._mapper(mmap))
+
+        def load() -> Any:
+            return reader.load(record.root, data)
+
         try:
-            return reader.load(record.root, data), frozenset(reader.digests)
+            if record.raw_bytes > DRIVEN_LIMIT:
+                return bridge.off_loop(load), frozenset(reader.digests)
+            return load(), frozenset(reader.digests)
         except CorruptionError as exc:
             raise exc.located(run_id=record.run, seq=record.seq) from None
         except SerializationError as exc:
@@ -291,14 +306,28 @@ class Engine:
         memo: Memo | None = None,
         changes: Sequence[Op] | None = None,
         fresh_limit: int = 0,
+        expected_bytes: int | None = None,
     ) -> WrittenTree:
         """Encode a state as a tree; raises before anything is written.
 
         Objects in `known` (the digests of a tree this vault holds) are not compressed;
         with `memo` and `changes` (see `TreeWriter`), unchanged chunks are not even
         encoded again. `fresh_limit`: keep that many raw bytes of new nodes for
-        `relocate`.
+        `relocate`. `expected_bytes`: the raw size the state had last time, if known; a
+        call driven on an event loop encodes there only a state known to be small.
         """
+        if expected_bytes is None or expected_bytes > DRIVEN_LIMIT:
+            return bridge.off_loop(lambda: self._encode(state, known, memo, changes, fresh_limit))
+        return self._encode(state, known, memo, changes, fresh_limit)
+
+    def _encode(
+        self,
+        state: Any,
+        known: frozenset[bytes],
+        memo: Memo | None,
+        changes: Sequence[Op] | None,
+        fresh_limit: int,
+    ) -> WrittenTree:
         if self.format_version == 1:
             root = pack(self.codec.encode(state), self.compression)
             return WrittenTree(root, digests={root.digest}, raw_bytes=root.raw_size)

@@ -230,7 +230,7 @@ class AsyncWatch(_Watch):
                 raise StopAsyncIteration
             listener = self._listener
             if listener is not None:
-                await engine.offload(functools.partial(listener.wait, budget))
+                await engine.offload(functools.partial(listener.wait, budget), brief=False)
             else:
                 # In short steps, so that `stop()` from another thread is seen soon.
                 deadline = time.monotonic() + budget

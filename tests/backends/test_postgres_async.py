@@ -1,0 +1,207 @@
+"""The async API on PostgreSQL: brief calls driven on the loop with psycopg's async
+connections, long ones on threads, and what that asks of handles, loops and faults."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import statevault
+from postgres_support import PG_DSN, pg_url
+from statevault import ops
+
+psycopg = pytest.importorskip("psycopg")
+pytest.importorskip("greenlet")
+
+from statevault import bridge  # noqa: E402 - after the importorskip
+from statevault.backends.postgres import PostgresBackend  # noqa: E402
+from statevault.engine.checkpoints import DRIVEN_LIMIT, Engine  # noqa: E402
+from statevault.tree import TreeReader  # noqa: E402
+
+pytestmark = pytest.mark.postgres
+
+
+def _backend(vault: statevault.Vault) -> PostgresBackend:
+    backend = vault._backend
+    assert isinstance(backend, PostgresBackend)
+    return backend
+
+
+def _spy(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, seen: list[tuple[int, bool]]
+) -> None:
+    """Record (thread, driven) of each call of `owner.name`."""
+    original: Callable[..., Any] = getattr(owner, name)
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        seen.append((threading.get_ident(), bridge.driven()))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spied)
+
+
+def test_brief_calls_are_driven_on_the_loop_and_long_ones_get_a_thread(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits: list[tuple[int, bool]] = []
+    verifies: list[tuple[int, bool]] = []
+
+    async def main() -> int:
+        async with await statevault.open_async(pg_url(pg_schema)) as vault:
+            _spy(monkeypatch, _backend(vault), "commit_checkpoint", commits)
+            _spy(monkeypatch, vault, "verify", verifies)
+            run = vault.run("r")
+            await run.asave({"n": 1})
+            await run.aapply([ops.increment("n")])
+            assert await run.aload() == {"n": 2}
+            assert (await vault.averify()).ok
+            assert _backend(vault)._driven_pool is not None
+        assert _backend(vault)._driven_pool is None, "closing closed the async pool"
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert commits == [(loop_thread, True)] * 2
+    assert len(verifies) == 1
+    assert verifies[0][0] != loop_thread, "verify may run long: it gets a thread"
+
+
+def test_tasks_sharing_one_handle_take_turns(pg_schema: str) -> None:
+    """Driven calls share the loop's thread, where the handle's lock cannot part them."""
+
+    async def main() -> list[int]:
+        async with await statevault.open_async(pg_url(pg_schema)) as vault:
+            run = vault.run("shared")
+            await run.asave({"n": 0})
+
+            async def bump(times: int) -> None:
+                for _ in range(times):
+                    await run.aapply([ops.increment("n")])
+
+            await asyncio.gather(*(bump(5) for _ in range(20)))
+            assert await vault.run("shared").aload() == {"n": 100}
+            return [c.seq for c in await run.acheckpoints()]
+
+    seqs = asyncio.run(main())
+    assert sorted(seqs, reverse=True) == seqs
+    assert len(set(seqs)) == len(seqs) >= 101
+
+
+def test_large_states_are_encoded_and_decoded_off_the_loop(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encodes: list[tuple[int, bool]] = []
+    loads: list[tuple[int, bool]] = []
+    _spy(monkeypatch, Engine, "_encode", encodes)
+    _spy(monkeypatch, TreeReader, "load", loads)
+    big = {"blob": bytes(range(256)) * (2 * DRIVEN_LIMIT // 256), "n": 0}
+
+    async def main() -> int:
+        async with await statevault.open_async(pg_url(pg_schema)) as vault:
+            small, large = vault.run("small"), vault.run("large")
+            await small.asave({"n": 0})  # a first save: its size is unknown
+            await small.asave({"n": 1})  # known small: encoded on the loop
+            await large.asave(big)
+            await large.asave({**big, "n": 1})
+            fresh = vault.run("large")
+            assert (await fresh.aload())["n"] == 1
+            assert (await vault.run("small").aload()) == {"n": 1}
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    on_loop = [(thread == loop_thread) for thread, _ in encodes]
+    assert on_loop == [False, True, False, False]
+    assert [(thread == loop_thread) for thread, _ in loads] == [False, True]
+
+
+def test_a_cancelled_save_rolls_back_and_returns_its_connection(pg_schema: str) -> None:
+    """Cancelled while its commit waits on a row lock: nothing lands, nothing leaks."""
+    url = pg_url(pg_schema, pool_size="2")
+
+    async def main() -> None:
+        async with await statevault.open_async(url) as vault:
+            run = vault.run("r")
+            await run.asave({"n": 0})
+            with psycopg.connect(PG_DSN, autocommit=True) as blocker:
+                blocker.execute("BEGIN")
+                blocker.execute(
+                    f"SELECT 1 FROM {pg_schema}.statevault_checkpoints "
+                    "WHERE run_id = 'r' FOR UPDATE"
+                )
+                task = asyncio.create_task(run.asave({"n": 1}))
+                await asyncio.sleep(0.3)  # the commit now waits for the row lock
+                assert not task.done()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                blocker.execute("ROLLBACK")
+            assert await vault.run("r").aload() == {"n": 0}
+            pool = _backend(vault)._driven_pool
+            assert pool is not None
+            stats = pool.get_stats()
+            assert stats["pool_available"] == stats["pool_size"], "the connection came back"
+            await asyncio.gather(*(vault.run(f"after-{i}").asave({"i": i}) for i in range(6)))
+            head = await vault.run("r").ahead()
+            assert head is not None and head.seq == 1
+            assert (await vault.averify()).ok
+
+    asyncio.run(main())
+
+
+def test_a_second_loop_takes_over_once_the_first_has_closed(pg_schema: str) -> None:
+    with statevault.open(pg_url(pg_schema)) as vault:
+        run = vault.run("r")
+        asyncio.run(run.asave({"n": 1}))
+        first_pool = _backend(vault)._driven_pool
+        asyncio.run(run.aapply([ops.increment("n")]))
+        assert _backend(vault)._driven_pool is not first_pool
+        assert run.load() == {"n": 2}
+
+
+def test_a_loop_running_beside_the_driving_one_uses_threads(pg_schema: str) -> None:
+    other_result: list[Any] = []
+
+    async def other_loop(vault: statevault.Vault) -> Any:
+        driven_pool = _backend(vault)._driven_pool
+        await vault.run("other").asave({"from": "thread"})
+        assert _backend(vault)._driven_pool is driven_pool, "the first loop keeps its pool"
+        return await vault.run("other").aload()
+
+    async def main() -> None:
+        async with await statevault.open_async(pg_url(pg_schema)) as vault:
+            await vault.run("main").asave({"from": "main"})
+            thread = threading.Thread(
+                target=lambda: other_result.append(asyncio.run(other_loop(vault)))
+            )
+            thread.start()
+            while thread.is_alive():
+                await vault.run("main").aapply([ops.set("tick", 1)])
+                await asyncio.sleep(0.01)
+            thread.join()
+
+    asyncio.run(main())
+    assert other_result == [{"from": "thread"}]
+
+
+def test_terminated_connections_are_retried_by_driven_calls(pg_schema: str) -> None:
+    name = f"sv_{pg_schema}"
+
+    async def main() -> None:
+        async with await statevault.open_async(pg_url(pg_schema, application_name=name)) as vault:
+            run = vault.run("r")
+            for n in range(10):
+                await run.asave({"n": n})
+                with psycopg.connect(PG_DSN, autocommit=True) as conn:
+                    killed = conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = %s",
+                        (name,),
+                    ).fetchall()
+                assert killed
+            assert await vault.run("r").aload() == {"n": 9}
+            assert [c.seq for c in await run.acheckpoints()] == list(range(10, 0, -1))
+
+    asyncio.run(main())
