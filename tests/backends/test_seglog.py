@@ -24,6 +24,7 @@ from statevault.backends.seglog import (
     read_log,
     salvage,
     scan_segment,
+    segments_for_newest,
 )
 from statevault.errors import CorruptionError
 
@@ -83,6 +84,57 @@ def test_a_flipped_bit_is_never_wrong_data(
         return
     # Only the newest record may go missing (taken for a torn tail), never any other.
     assert found in (expected, {s: r for s, r in expected.items() if s < len(records)})
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(records=RECORDS, count=st.integers(1, 45))
+def test_the_newest_records_are_read_from_the_segments_that_hold_them(
+    records: list[bytes], count: int, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    segments = write_log(tmp_path_factory.mktemp("log"), records)
+    names = sorted(segments)
+    chosen = segments_for_newest(names, count)
+    assert chosen == names[len(names) - len(chosen) :], "a run of the newest segments"
+    found = read({name: segments[name] for name in chosen})
+    head = len(records)
+    newest = range(max(1, head - count + 1), head + 1)
+    assert all(found[seq] == records[seq - 1] for seq in newest)
+    if len(chosen) > 1:  # the oldest chosen holds a record within `count` of the newest's first
+        assert int(chosen[1]) > int(names[-1]) - count + 1
+
+
+def test_reading_the_newest_records_reads_only_their_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from statevault.backends import files  # noqa: PLC0415 - the module whose reads are counted
+
+    with statevault.open(f"files://{tmp_path / 'v'}") as vault:
+        run = vault.run("r")
+        for n in range(400):
+            run.save({"n": n, "pad": os.urandom(600)})
+    read_segments: list[int] = []
+    original = files.read_log
+
+    def counting(segments: list[tuple[str, bytes]], **kwargs: object) -> object:
+        read_segments.append(len(segments))
+        return original(segments, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(files, "read_log", counting)
+    with statevault.open(f"files://{tmp_path / 'v'}") as vault:
+        backend = vault._backend
+        assert isinstance(backend, FilesBackend)
+        log = tmp_path / "v" / "runs" / run_dir_name("r") / "log"
+        firsts = sorted(int(p.name) for p in log.iterdir())
+        assert len(firsts) > 3, "the workload must leave older segments to skip"
+        # Deeper than the two newest segments hold, short of the two oldest.
+        limit = firsts[-1] - firsts[2] + 1
+        assert limit > 400 - firsts[-2] + 1
+        newest = backend.read_checkpoints("r", limit=limit)
+    assert [c.seq for c in newest] == list(range(400, 400 - limit, -1))
+    needed = len(firsts) - 2
+    assert read_segments == [needed]
 
 
 def test_a_cut_or_extended_segment_is_damage(tmp_path: Path) -> None:

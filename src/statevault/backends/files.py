@@ -74,6 +74,7 @@ from statevault.backends.seglog import (
     parse_segment_name,
     read_log,
     salvage,
+    segments_for_newest,
 )
 from statevault.errors import (
     ConflictError,
@@ -1028,21 +1029,27 @@ class FilesBackend:
     ) -> list[StoredCheckpoint]:
         if limit is not None and limit <= 0:
             return []
-        # The newest few usually sit in the newest segment or the one before it.
-        picks: list[Callable[[list[str]], list[str]] | None] = [None]
         if newest_first and limit is not None:
-            picks = [lambda names: names[-2:], None]
-        for pick in picks:
-            view = self._read_log(name, run_id, pick=pick)
-            seqs = sorted(view.records, reverse=newest_first)
-            if limit is not None:
-                seqs = seqs[:limit]
-            complete = pick is None or limit is None or len(seqs) == limit or 1 in view.records
-            if complete:
-                if seqs and not self._check_id(name, run_id):
-                    return []
-                return [StoredCheckpoint(seq, view.records[seq]) for seq in seqs]
-        raise AssertionError("unreachable: the last pick reads every segment")
+            # The newest few: from the segments that can hold them, by the first seqs in
+            # their names (one read, usually of the newest segment or two).
+            view = self._read_log(
+                name, run_id, pick=lambda names: segments_for_newest(names, limit)
+            )
+            seqs = sorted(view.records, reverse=True)[:limit]
+            if len(seqs) == limit or 1 in view.records:
+                return self._stored(name, run_id, view, seqs)
+        # Every segment (also when the pick fell short: the log is damaged, or was
+        # rolled back meanwhile, and the whole read says which).
+        view = self._read_log(name, run_id)
+        seqs = sorted(view.records, reverse=newest_first)[:limit]
+        return self._stored(name, run_id, view, seqs)
+
+    def _stored(
+        self, name: str, run_id: str, view: LogView, seqs: list[int]
+    ) -> list[StoredCheckpoint]:
+        if seqs and not self._check_id(name, run_id):
+            return []
+        return [StoredCheckpoint(seq, view.records[seq]) for seq in seqs]
 
     def _log_append(self, name: str, run_id: str, seq: int, record: bytes) -> None:
         """Write the record of `seq` (run lock held; `_read_head` just said seq - 1)."""

@@ -93,6 +93,24 @@ def parse_segment_name(name: str) -> int | None:
     return None
 
 
+def segments_for_newest(names: list[str], count: int) -> list[str]:
+    """Of a run's segment names (sorted), the newest ones that hold its newest `count` records.
+
+    A segment is named by its first seq and seqs run on from one segment to the next.
+    The head is at least the newest segment's first seq, so the newest `count` records
+    lie in the segment holding seq `first - count + 1` and those after it. A log that
+    breaks the rule (damage, a roll-back meanwhile) reads short, and the caller reads
+    every segment.
+    """
+    if not names:
+        return []
+    lowest = (parse_segment_name(names[-1]) or 0) - count + 1
+    start = len(names) - 1
+    while start > 0 and (parse_segment_name(names[start]) or 0) > lowest:
+        start -= 1
+    return names[start:]
+
+
 def _aligned(offset: int) -> int:
     return (offset + _ALIGN - 1) & ~(_ALIGN - 1)
 
