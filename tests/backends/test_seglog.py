@@ -335,3 +335,28 @@ def test_a_newer_cached_scan_never_lends_frames_to_older_bytes(tmp_path: Path) -
     read_log([(name, newer)], run_id="r", describe=str, cache=cache)  # type: ignore[arg-type]
     view = read_log([(name, bytes(older))], run_id="r", describe=str, cache=cache)  # type: ignore[arg-type]
     assert dict(view.records) == {1: records[0]}
+
+
+def test_a_sealed_segment_is_trusted_from_its_scan_only_while_it_holds_its_seal(
+    tmp_path: Path,
+) -> None:
+    segments = write_log(tmp_path / "a", [bytes([n]) * 1500 for n in range(12)])
+    names = sorted(segments)
+    assert len(names) > 1
+    full = segments[names[0]]
+    scan = scan_segment(full)
+    assert scan.sealed_next == int(names[1])
+    assert scan_segment(full, resume=scan) == scan
+    # Bytes read before the seal was written (a reader racing the writer): the scan
+    # must not lend them a seal they do not hold.
+    unsealed = bytearray(full)
+    seal_at = scan.end - FRAME_HEAD
+    unsealed[seal_at : scan.end] = bytes([FILLER]) * FRAME_HEAD
+    rescanned = scan_segment(bytes(unsealed), resume=scan)
+    assert rescanned.sealed_next is None
+    assert rescanned.frames == scan.frames
+    # Damage after the seal is found from a trusted scan too.
+    damaged = bytearray(full)
+    damaged[scan.end + 100] ^= 0xFF
+    with pytest.raises(SegmentDamage, match="bytes follow its seal"):
+        scan_segment(bytes(damaged), resume=scan)

@@ -67,6 +67,7 @@ MAX_SEGMENT_SIZE = 256 << 10
 """A new segment is twice the bytes its predecessor used, up to this: a run with few
 records costs one page, a busy one makes a segment every hundred commits or so, and
 the space not yet written (filler) stays below a quarter of a mebibyte per run."""
+_FILLER_SPAN = _FILLER_BYTE * MAX_SEGMENT_SIZE
 _NAME_DIGITS = 20
 
 _CRASH_SEGMENT_LINKED = register(
@@ -222,20 +223,21 @@ def scan_segment(data: bytes, *, resume: Segment | None = None) -> Segment:
         raise SegmentDamage(
             f"it is {len(data)} bytes long but was created with {size}: cut short or extended"
         )
+    sealed_next = None
     if (
         resume is not None
         and resume.key == key
-        and resume.sealed_next is None
         and not resume.torn
         and _holds_last_frame(data, resume)
+        and (resume.sealed_next is None or _holds_seal(data, resume))
     ):
         frames = list(resume.frames)
         offset = resume.end
+        sealed_next = resume.sealed_next
     else:
         frames = []
         offset = HEADER_SIZE
-    sealed_next = None
-    while True:
+    while sealed_next is None:
         expected = first_seq + len(frames)
         found = _frame_at(data, offset, key, expected)
         if found is None:
@@ -248,8 +250,7 @@ def scan_segment(data: bytes, *, resume: Segment | None = None) -> Segment:
         frames.append((expected, offset + FRAME_HEAD, length))
         offset = _aligned(offset + FRAME_HEAD + length)
     torn = b""
-    rest = data[offset:]
-    tail = rest.rstrip(_FILLER_BYTE)
+    tail = b"" if _only_filler(data, offset) else data[offset:].rstrip(_FILLER_BYTE)
     if tail:
         # Bytes beyond the last valid frame. A valid frame among them means the frame
         # at `offset` was damaged after later commits returned: records were lost.
@@ -264,6 +265,27 @@ def scan_segment(data: bytes, *, resume: Segment | None = None) -> Segment:
             raise SegmentDamage(f"bytes follow its seal frame at offset {offset - FRAME_HEAD}")
         torn = tail
     return Segment(first_seq, size, key, tuple(frames), offset, sealed_next, torn)
+
+
+def _holds_seal(data: bytes, scan: Segment) -> bool:
+    """True if `data` holds the seal frame of the sealed segment `scan` found (a full
+    segment's scan is then trusted whole, and only its free space is looked at)."""
+    assert scan.sealed_next is not None
+    found = _frame_at(data, scan.end - _aligned(FRAME_HEAD), scan.key, scan.sealed_next)
+    return found is not None and bool(found[1] & _FLAG_SEAL)
+
+
+def _only_filler(data: bytes, start: int) -> bool:
+    """True if `data` holds nothing but filler from `start` on.
+
+    A comparison with a span of filler runs at memory speed: most reads meet a
+    segment's free space, 256 KiB of it in a new segment, and stripping it byte by
+    byte took most of a small read's time.
+    """
+    rest = memoryview(data)[start:]
+    if len(rest) <= len(_FILLER_SPAN):
+        return _FILLER_SPAN.startswith(rest)
+    return not data[start:].rstrip(_FILLER_BYTE)
 
 
 def _holds_last_frame(data: bytes, scan: Segment) -> bool:
