@@ -19,6 +19,10 @@ Cases, all with `durability="fsync"` (`synchronous_commit=on`):
   ceiling, bare psycopg threads on connections of their own. Throughput is commits
   divided by the wall time from release to the last writer's end, median of reps.
   Target: 16 writers >= 4x one writer, on the `backend` path.
+- the server's own ceiling, if `pgbench` is on the PATH: PostgreSQL's C client runs
+  the same one-row `INSERT` with 1 and 16 connections (`-j 2`), `--pgbench-seconds`
+  each. It shows how far the server scales when the client costs almost no CPU, where
+  Python clients (bare psycopg included) share the machine's CPUs with the server.
 - lease acquire+release: `backend.acquire_lease` then `release_lease` (the pair
   timed), and `with run.lease(renew=False)` with an empty block. Target: the backend
   pair's median <= 2 ms.
@@ -32,9 +36,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -110,6 +118,36 @@ class Bench:
     def bare_commit(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(self.insert, (os.urandom(RECORD_BYTES),))
         conn.commit()
+
+
+# -- the server's own ceiling: pgbench ---------------------------------------------------
+def pgbench_rates(bench: Bench, seconds: int) -> dict[int, float] | None:
+    """Commits/s of pgbench's C client inserting one 300-byte row per transaction, with
+    1 and 16 connections; None if pgbench is not installed."""
+    pgbench = shutil.which("pgbench")
+    if pgbench is None:
+        return None
+    statement = sql.SQL("INSERT INTO {} (v) VALUES (convert_to(repeat('x', {}), 'UTF8'));")
+    with psycopg.connect(bench.dsn) as conn:
+        text = statement.format(bench.table, sql.Literal(RECORD_BYTES)).as_string(conn)
+    rates = {}
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+        script.write(text + "\n")
+        script.flush()
+        for clients in WRITERS:
+            threads = str(min(clients, os.cpu_count() or 1))
+            command = [pgbench, "-n", "-f", script.name, "-c", str(clients), "-j", threads]
+            done = subprocess.run(
+                [*command, "-T", str(seconds), bench.dsn],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            found = re.search(r"^tps = ([0-9.]+)", done.stdout, re.MULTILINE)
+            if found is None:
+                raise RuntimeError(f"pgbench printed no tps:\n{done.stdout}\n{done.stderr}")
+            rates[clients] = float(found.group(1))
+    return rates
 
 
 # -- latency ----------------------------------------------------------------------------
@@ -286,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5, help="measured rounds per case")
     ap.add_argument("--commits", type=int, default=1600, help="commits per scaling rep")
     ap.add_argument("--chat-steps", type=int, default=1000, help="steps of the chat workload")
+    ap.add_argument(
+        "--pgbench-seconds", type=int, default=6, help="length of each pgbench run (0: skip)"
+    )
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args(argv)
 
@@ -342,6 +383,25 @@ def main(argv: list[str] | None = None) -> int:
                     result=("PASS" if many / one >= TARGET_SPEEDUP else "MISS")
                     if judged
                     else "ctx",
+                )
+            )
+
+        ceiling = pgbench_rates(bench, args.pgbench_seconds) if args.pgbench_seconds else None
+        if ceiling is not None:
+            for n, rate in ceiling.items():
+                rows.append(
+                    Row(
+                        f"pgbench (C client) commits/s · {n} connection{'s' if n > 1 else ''}",
+                        "/s",
+                        rate,
+                    )
+                )
+            rows.append(
+                Row(
+                    f"pgbench · {WRITERS[-1]} connections / 1",
+                    "x",
+                    ceiling[WRITERS[-1]] / ceiling[1],
+                    note="the server's own scaling, with a client that needs almost no CPU",
                 )
             )
 
