@@ -13,6 +13,8 @@ run, three ways of doing one small durable write per operation:
   `statevault.open_async` with a pool of `--pool` connections (the driven path);
 - `asave on threads`: the same save run on the vault's own threads, the way calls
   that are not brief go (and every call went before the driven path);
+- `atransaction`: `async with run.atransaction() as s: s["n"] += 1`, held in a
+  greenlet on the loop (before, each transaction ran on a thread of its own);
 - floor `psycopg async`: `INSERT` of one 300-byte row and `COMMIT` per operation, on
   a `psycopg_pool.AsyncConnectionPool` of the same size, each task on its own rows.
 
@@ -94,18 +96,27 @@ async def measure(dsn: str, *, tasks: int, ops: int, reps: int, pool: int) -> li
         # What a call that is not brief gets: the vault's own threads.
         await vault._engine.offload(lambda: run.save(small_state(n)), brief=False)
 
+    async def transaction(task: int, n: int) -> None:
+        async with run_of("transaction", task).atransaction(default={"n": 0}) as state:
+            state["n"] += 1
+
     async def native(task: int, n: int) -> None:
         async with bare_pool.connection() as conn:
             await conn.execute(insert, (os.urandom(RECORD_BYTES),))
 
-    cases: list[tuple[str, Op]] = [("asave", asave), ("threads", threaded), ("native", native)]
+    cases: list[tuple[str, Op]] = [
+        ("asave", asave),
+        ("threads", threaded),
+        ("transaction", transaction),
+        ("native", native),
+    ]
     latency = {name: Samples() for name, _ in cases}
     rates: dict[str, list[float]] = {name: [] for name, _ in cases}
     try:
         for i in range(1 + reps):  # one warm-up round
             round_tag[0] = i
             counted = i > 0
-            for name, op in cases[i % 3 :] + cases[: i % 3]:  # each goes first in turn
+            for name, op in cases[i % 4 :] + cases[: i % 4]:  # each goes first in turn
                 await _timed(op, 10_000 + i, ops, latency[name] if counted else None)
                 rate = await _throughput(op, tasks, ops)
                 if counted:
@@ -117,9 +128,14 @@ async def measure(dsn: str, *, tasks: int, ops: int, reps: int, pool: int) -> li
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
     floor = "psycopg async INSERT+COMMIT"
     rows = []
-    for name, label in (("asave", "await run.asave"), ("threads", "asave on threads")):
+    labels = {
+        "asave": "await run.asave",
+        "threads": "asave on threads",
+        "transaction": "async with run.atransaction() (one change)",
+    }
+    for name, label in labels.items():
         rows.append(Row(f"1 task · {label}, median", "µs", latency[name], floor, latency["native"]))
-    for name, label in (("asave", "asave"), ("threads", "asave on threads")):
+    for name, label in labels.items():
         rows.append(
             Row(
                 f"{tasks} tasks · {label} ops/s",

@@ -145,3 +145,60 @@ def test_off_loop_uses_a_worker_thread_only_when_driven() -> None:
         return await bridge.drive(lambda: bridge.off_loop(where))
 
     assert asyncio.run(main()) != loop_thread
+
+
+def test_a_handle_lock_keeps_driven_calls_apart() -> None:
+    from statevault.engine.aio import HandleLock  # noqa: PLC0415 - the lock under test
+
+    lock = HandleLock()
+    order: list[str] = []
+
+    def driven(name: str) -> None:
+        with lock, lock:  # re-entrant for its holder
+            order.append(f"{name} in")
+            bridge.sleep(0.05)
+            order.append(f"{name} out")
+
+    async def main() -> None:
+        first = asyncio.create_task(bridge.drive(lambda: driven("a")))
+        await asyncio.sleep(0.01)  # "a" holds the lock, paused on the loop's thread
+        await asyncio.gather(first, bridge.drive(lambda: driven("b")))
+
+    asyncio.run(main())
+    assert order == ["a in", "a out", "b in", "b out"]
+
+
+def test_a_driven_call_waiting_for_a_thread_does_not_stall_the_loop() -> None:
+    from statevault.engine.aio import HandleLock  # noqa: PLC0415 - the lock under test
+
+    lock = HandleLock()
+    order: list[str] = []
+    released = threading.Event()
+
+    def thread_holder() -> None:
+        with lock:
+            order.append("thread in")
+            # Released by the loop after its ticks; a stalled loop never gets there.
+            order.append("thread out" if released.wait(2) else "thread gave up")
+
+    def driven() -> None:
+        with lock:
+            order.append("driven in")
+
+    async def main() -> int:
+        holder = threading.Thread(target=thread_holder)
+        holder.start()
+        while not order:
+            await asyncio.sleep(0.001)
+        call = asyncio.create_task(bridge.drive(driven))
+        ticks = 0
+        for _ in range(10):  # the loop runs on while the call waits
+            await asyncio.sleep(0.005)
+            ticks += 1
+        released.set()
+        await call
+        holder.join()
+        return ticks
+
+    assert asyncio.run(main()) == 10
+    assert order == ["thread in", "thread out", "driven in"]

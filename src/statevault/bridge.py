@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import TYPE_CHECKING, TypeVar
@@ -61,6 +62,17 @@ def driven() -> bool:
     from greenlet import getcurrent  # noqa: PLC0415 - loaded already
 
     return isinstance(getcurrent(), _Driven)
+
+
+def current() -> object:
+    """Who runs this code: the driven greenlet, or else this thread (its ident)."""
+    if _driven_class is not None:
+        from greenlet import getcurrent  # noqa: PLC0415 - loaded already
+
+        here = getcurrent()
+        if isinstance(here, _Driven):
+            return here
+    return threading.get_ident()
 
 
 async def drive(call: Callable[[], T]) -> T:

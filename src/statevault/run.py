@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -18,7 +17,14 @@ from statevault.backends.base import (
     check_run_id,
     check_write_lease,
 )
-from statevault.engine.aio import LoopLock, ThreadedContext, in_event_loop, refuse_in_event_loop
+from statevault.engine.aio import (
+    DrivenContext,
+    HandleLock,
+    LoopLock,
+    ThreadedContext,
+    in_event_loop,
+    refuse_in_event_loop,
+)
 from statevault.engine.checkpoints import DICTIONARY_LIMIT, NO_HEAD, Checkpoint, Engine, Head
 from statevault.engine.journal import (
     KIND_FOLD,
@@ -151,7 +157,7 @@ class Run:
         # not loaded). A schema-bound handle commits a delta only on a state entry of
         # its own version: the operations it records are on the migrated state.
         self._stored_tag: SchemaTag | None = None
-        self._lock = threading.RLock()
+        self._lock = HandleLock()
         self._async_lock = LoopLock()
         # The raw size of the state at the known head, if this handle saw it: a save
         # driven on an event loop encodes on the loop only a state known to be small.
@@ -986,19 +992,26 @@ class Run:
     ) -> AsyncIterator[Any]:
         """`transaction`, as an async context manager.
 
-        The block runs on the event loop; loading before it and committing after it run
-        on a thread that holds this handle for the whole block, so do not await other
-        calls of the same handle inside it (they would wait for the block to end).
+        The block runs on the event loop. Loading before it and committing after it run
+        where the backend runs brief calls (a thread of its own per transaction, or, on
+        PostgreSQL, a greenlet on the loop), which holds this handle for the whole
+        block: do not await other calls of the same handle inside it (they would wait
+        for the block to end).
 
         Example:
             >>> async with run.atransaction() as s:     # doctest: +SKIP
             ...     s["step"] += 1
         """
-        context = ThreadedContext(
-            lambda: self.transaction(meta=meta, default=default),
-            name=f"statevault-transaction-{self._id}",
-        )
+
+        def factory() -> AbstractContextManager[Any]:
+            return self.transaction(meta=meta, default=default)
+
         async with self._async_lock():
+            context: DrivenContext[Any] | ThreadedContext[Any]
+            if await self._engine.driving():
+                context = DrivenContext(factory)
+            else:
+                context = ThreadedContext(factory, name=f"statevault-transaction-{self._id}")
             view = await context.enter()
             try:
                 yield view

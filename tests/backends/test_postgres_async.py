@@ -19,6 +19,7 @@ pytest.importorskip("greenlet")
 
 from statevault import bridge  # noqa: E402 - after the importorskip
 from statevault.backends.postgres import PostgresBackend  # noqa: E402
+from statevault.engine import aio  # noqa: E402
 from statevault.engine.checkpoints import DRIVEN_LIMIT, Engine  # noqa: E402
 from statevault.tree import TreeReader  # noqa: E402
 
@@ -67,6 +68,37 @@ def test_brief_calls_are_driven_on_the_loop_and_long_ones_get_a_thread(
     assert commits == [(loop_thread, True)] * 2
     assert len(verifies) == 1
     assert verifies[0][0] != loop_thread, "verify may run long: it gets a thread"
+
+
+def test_a_transaction_is_held_on_the_loop_without_a_thread(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_thread(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a transaction on PostgreSQL needs no thread of its own")
+
+    monkeypatch.setattr(aio.ThreadedContext, "__init__", no_thread)
+    commits: list[tuple[int, bool]] = []
+
+    async def main() -> int:
+        async with await statevault.open_async(pg_url(pg_schema)) as vault:
+            _spy(monkeypatch, _backend(vault), "commit_checkpoint", commits)
+            run = vault.run("r")
+            await run.asave({"n": 0, "items": []})
+            async with run.atransaction() as s:
+                s["n"] += 1
+                s["items"].append("a")
+            with pytest.raises(KeyError):  # noqa: PT012 - the block's end is the commit
+                async with run.atransaction() as s:
+                    s["n"] = 99
+                    raise KeyError("rolled back")
+            with pytest.raises(statevault.RunNotFound):
+                async with vault.run("missing").atransaction():
+                    pass
+            assert await vault.run("r").aload() == {"n": 1, "items": ["a"]}
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert commits == [(loop_thread, True)] * 2
 
 
 def test_tasks_sharing_one_handle_take_turns(pg_schema: str) -> None:

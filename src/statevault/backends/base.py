@@ -484,6 +484,13 @@ class OffloadingBackend(Backend, Protocol):
         """
         ...
 
+    async def driving(self) -> bool:
+        """True if brief calls from the running loop run on it, in greenlets whose I/O
+        is awaited (`statevault.bridge`). Code driven so may also pause in
+        `bridge.wait_for` on anything the loop can await (a transaction waiting for
+        its `async with` block to end)."""
+        ...
+
 
 @runtime_checkable
 class RewritingBackend(Backend, Protocol):

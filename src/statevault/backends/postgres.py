@@ -294,6 +294,7 @@ class PostgresBackend:
         """The pool of calls driven on an event loop (`offload`), made on first use."""
         self._driven_loop: asyncio.AbstractEventLoop | None = None
         self._driven_pool_open: asyncio.Task[None] | None = None
+        self._driven_pool_guard: asyncio.Task[None] | None = None
         self._thread_prefix = f"statevault-pg-{id(self):x}"
         self._sql = _Statements(self._options.schema)
         with self._connect_directly() as conn:
@@ -815,13 +816,11 @@ class PostgresBackend:
         that awaiting calls queue for a thread instead of holding one of the loop's
         default executor while they wait for a connection.
         """
+        if brief and await self.driving():
+            return await bridge.drive(call)
         import asyncio  # noqa: PLC0415 - loaded already: a loop is running
 
         loop = asyncio.get_running_loop()
-        if brief and bridge.available() and self._drive_on(loop):
-            assert self._driven_pool_open is not None
-            await self._driven_pool_open
-            return await bridge.drive(call)
         with self._close_lock:
             self._check_open()
             if self._executor is None:
@@ -830,6 +829,16 @@ class PostgresBackend:
                 )
             executor = self._executor
         return await loop.run_in_executor(executor, call)
+
+    async def driving(self) -> bool:
+        """True if brief calls from the running loop are driven on it; its pool is ready."""
+        import asyncio  # noqa: PLC0415 - loaded already: a loop is running
+
+        if not bridge.available() or not self._drive_on(asyncio.get_running_loop()):
+            return False
+        assert self._driven_pool_open is not None
+        await self._driven_pool_open
+        return True
 
     def _drive_on(self, loop: asyncio.AbstractEventLoop) -> bool:
         """True if calls may be driven on `loop`: the async pool is its, or made for it now.
@@ -843,9 +852,7 @@ class PostgresBackend:
                 return True
             if self._driven_loop is not None and not self._driven_loop.is_closed():
                 return False
-            # A closed loop's pool cannot be closed any more: its connections close
-            # when it is collected.
-            self._driven_pool = AsyncConnectionPool(
+            self._driven_pool = pool = AsyncConnectionPool(
                 self._options.conninfo,
                 min_size=1,
                 max_size=self._options.pool_size,
@@ -856,7 +863,8 @@ class PostgresBackend:
                 open=False,
             )
             self._driven_loop = loop
-            self._driven_pool_open = loop.create_task(self._driven_pool.open())
+            self._driven_pool_open = loop.create_task(pool.open())
+            self._driven_pool_guard = loop.create_task(_close_at_shutdown(pool))
             return True
 
     def close(self) -> None:
@@ -976,6 +984,18 @@ def _driven_session(
 ) -> Iterator[_Session]:
     with bridge.entered(pool.connection(timeout=timeout)) as conn:
         yield _DrivenSession(conn)
+
+
+async def _close_at_shutdown(pool: AsyncConnectionPool[AsyncConnection]) -> None:
+    """Close `pool` when this task is cancelled: `asyncio.run` cancels every task of its
+    loop before closing it, and a pool left open on a closed loop could never be
+    closed (its workers would fail when collected)."""
+    import asyncio  # noqa: PLC0415 - loaded already: a loop is running
+
+    try:
+        await asyncio.get_running_loop().create_future()  # never set
+    finally:
+        await pool.close()
 
 
 def _close_driven_pool(

@@ -53,6 +53,44 @@ def refuse_in_event_loop(call: str, instead: str) -> None:
         raise BlockingCallError(call, instead)
 
 
+class HandleLock:
+    """A handle's re-entrant lock, held by a thread or by one driven call.
+
+    Code driven by `bridge.drive` runs in greenlets on the loop's thread, so a lock
+    owned by threads would let two driven calls in at once; this one is owned by the
+    greenlet. And blocking the loop's thread on a lock that another thread holds (a
+    blocking transaction left open while its thread waits) would stall every task of
+    the loop until that thread lets go, so driven code polls instead, pausing only
+    its own greenlet.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: object = None
+        self._depth = 0
+
+    def __enter__(self) -> None:
+        me = bridge.current()
+        if self._owner == me:
+            self._depth += 1
+            return
+        if not self._lock.acquire(blocking=False):
+            if bridge.driven():
+                pause = 0.0005
+                while not self._lock.acquire(blocking=False):
+                    bridge.sleep(pause)
+                    pause = min(pause * 2, 0.02)
+            else:
+                self._lock.acquire()
+        self._owner, self._depth = me, 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._owner = None
+            self._lock.release()
+
+
 class LoopLock:
     """An `asyncio.Lock` per event loop (one lock cannot serve two loops).
 
@@ -152,3 +190,73 @@ class ThreadedContext(Generic[T]):
 
         with suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
             self._loop.call_soon_threadsafe(settle)
+
+
+_abandoned: set[asyncio.Task[None]] = set()
+"""Driven contexts whose callers were cancelled while they entered: referenced here
+until they end, since the loop keeps only weak references to its tasks."""
+
+
+class DrivenContext(Generic[T]):
+    """A blocking context manager held in one greenlet on the loop (`statevault.bridge`).
+
+    The twin of `ThreadedContext` for backends whose calls are driven on the loop: the
+    greenlet enters, then pauses (`bridge.wait_for`) while the `async with` body runs,
+    and exits when the body is done, all on the loop's thread, with no thread made or
+    woken. The caller must keep other driven calls of the same handle out meanwhile
+    (the handle's thread lock is the loop thread's, so it cannot).
+    """
+
+    def __init__(self, factory: Callable[[], AbstractContextManager[T]]) -> None:
+        self._factory = factory
+
+    async def enter(self) -> T:
+        import asyncio  # noqa: PLC0415 - loaded already: a loop is running
+
+        loop = asyncio.get_running_loop()
+        self._entered: asyncio.Future[T] = loop.create_future()
+        self._outcome: asyncio.Future[BaseException | None] = loop.create_future()
+        self._held = loop.create_task(bridge.drive(self._hold))
+        try:
+            return await asyncio.shield(self._entered)
+        except BaseException as exc:
+            if not self._outcome.done():
+                self._outcome.set_result(exc)
+            if self._held.done():  # entering failed
+                with suppress(BaseException):
+                    await self._held
+            else:
+                # Cancelled while it enters (it may wait for the handle, held by a
+                # thread): it unwinds once it has entered, and nobody waits for it.
+                _abandoned.add(self._held)
+                self._held.add_done_callback(_abandoned.discard)
+            raise
+
+    async def exit(self, error: BaseException | None) -> None:
+        """Leave the context with the body's `error` (None: it succeeded); raise what exit raised.
+
+        The body's own error is not raised again here: the caller re-raises it.
+        """
+        self._outcome.set_result(error)
+        try:
+            await self._held
+        except BaseException as exc:
+            if exc is not error:
+                raise
+
+    def _hold(self) -> None:
+        entered = False
+        try:
+            with self._factory() as value:
+                entered = True
+                if not self._entered.done():  # else the caller gave up while it entered
+                    self._entered.set_result(value)
+                error = bridge.wait_for(self._outcome)
+                if error is not None:
+                    raise error
+        except BaseException as exc:
+            if not entered:
+                if not self._outcome.done():  # the caller still waits to hear of it
+                    self._entered.set_exception(exc)
+                return
+            raise

@@ -167,6 +167,10 @@ class Engine:
 
         return await asyncio.to_thread(call)
 
+    async def driving(self) -> bool:
+        """True if brief calls from the running loop are driven on it (`bridge`)."""
+        return self._native_offload and await cast("OffloadingBackend", self.backend).driving()
+
     # -- reading -------------------------------------------------------------------------
     def head(self, run_id: str) -> tuple[Head, CheckpointRecord | None]:
         """The run's newest checkpoint, read in one call."""
