@@ -60,8 +60,10 @@ def test_brief_calls_are_driven_on_the_loop_and_long_ones_get_a_thread(
             await run.aapply([ops.increment("n")])
             assert await run.aload() == {"n": 2}
             assert (await vault.averify()).ok
-            assert _backend(vault)._driven_pool is not None
-        assert _backend(vault)._driven_pool is None, "closing closed the async pool"
+            pool, guard = _backend(vault)._driven_pool, _backend(vault)._driven_pool_guard
+            assert pool is not None and guard is not None
+        assert guard.done(), "closing stopped the task that closes the pool at shutdown"
+        assert pool.closed and _backend(vault)._driven_pool is None
         return threading.get_ident()
 
     loop_thread = asyncio.run(main())

@@ -873,7 +873,8 @@ class PostgresBackend:
                 return
             self._closed = True
             executor, self._executor = self._executor, None
-            driven, self._driven_pool = self._driven_pool, None
+            guard, self._driven_pool_guard = self._driven_pool_guard, None
+            self._driven_pool = None
             loop, self._driven_loop = self._driven_loop, None
         for listener in list(self._listeners):
             listener.close()
@@ -883,8 +884,8 @@ class PostgresBackend:
             own = threading.current_thread().name.startswith(self._thread_prefix)
             executor.shutdown(wait=not own)
         self._pool.close()
-        if driven is not None and loop is not None and not loop.is_closed():
-            _close_driven_pool(driven, loop)
+        if guard is not None and loop is not None and not loop.is_closed():
+            _close_driven_pool(guard, loop)
 
 
 class _PostgresListener:
@@ -987,9 +988,9 @@ def _driven_session(
 
 
 async def _close_at_shutdown(pool: AsyncConnectionPool[AsyncConnection]) -> None:
-    """Close `pool` when this task is cancelled: `asyncio.run` cancels every task of its
-    loop before closing it, and a pool left open on a closed loop could never be
-    closed (its workers would fail when collected)."""
+    """Close `pool` when this task is cancelled: by `close`, or by `asyncio.run`, which
+    cancels every task of its loop before closing it (a pool left open on a closed loop
+    could never be closed: its workers would fail when collected)."""
     import asyncio  # noqa: PLC0415 - loaded already: a loop is running
 
     try:
@@ -998,20 +999,25 @@ async def _close_at_shutdown(pool: AsyncConnectionPool[AsyncConnection]) -> None
         await pool.close()
 
 
-def _close_driven_pool(
-    pool: AsyncConnectionPool[AsyncConnection], loop: asyncio.AbstractEventLoop
-) -> None:
-    """Close the async pool from wherever `close` runs: driven on its loop, or elsewhere."""
+async def _stop(guard: asyncio.Task[None]) -> None:
+    import asyncio  # noqa: PLC0415 - loaded already: a loop is running
+
+    guard.cancel()
+    await asyncio.wait({guard})
+
+
+def _close_driven_pool(guard: asyncio.Task[None], loop: asyncio.AbstractEventLoop) -> None:
+    """Close the async pool (stop its guard) from wherever `close` runs."""
     if bridge.driven():
-        bridge.wait_for(pool.close())
+        bridge.wait_for(_stop(guard))
         return
     import asyncio  # noqa: PLC0415 - there was a loop: it is loaded
 
     if loop.is_running():
         # Its loop runs on another thread (this one would be driven or refused).
-        asyncio.run_coroutine_threadsafe(pool.close(), loop).result()
+        asyncio.run_coroutine_threadsafe(_stop(guard), loop).result()
     else:
-        loop.run_until_complete(pool.close())
+        loop.run_until_complete(_stop(guard))
 
 
 @contextmanager
