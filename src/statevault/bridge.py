@@ -9,8 +9,9 @@ and a call costs no thread hop.
 
 Inside a driven greenlet, code must not block the thread for long: the loop is stalled
 meanwhile. Work that may take long (encoding a large state) goes to a worker thread
-with `off_loop`. Locks are per thread, and every greenlet of a loop shares its thread:
-two driven calls must never hold the same lock across a wait (callers serialize them).
+with `off_loop`. Thread locks are owned by threads, and every greenlet of a loop
+shares its thread: a lock held across a wait must be owned by the greenlet instead
+(`current()`, as `engine.aio.HandleLock` does), and waited for by polling (`sleep`).
 
 `greenlet` is imported on first use: without it (the `postgres` extra installs it),
 `available()` is False and callers use threads.

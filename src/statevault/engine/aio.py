@@ -94,8 +94,9 @@ class HandleLock:
 class LoopLock:
     """An `asyncio.Lock` per event loop (one lock cannot serve two loops).
 
-    Serializes a handle's async calls: calls driven on a loop (`statevault.bridge`)
-    share its thread, so the handle's thread lock cannot keep them apart.
+    Queues a handle's async calls on each loop, in order, so that calls driven on the
+    loop (`statevault.bridge`) wait for each other here rather than poll the handle's
+    `HandleLock`.
     """
 
     def __init__(self) -> None:
@@ -203,8 +204,8 @@ class DrivenContext(Generic[T]):
     The twin of `ThreadedContext` for backends whose calls are driven on the loop: the
     greenlet enters, then pauses (`bridge.wait_for`) while the `async with` body runs,
     and exits when the body is done, all on the loop's thread, with no thread made or
-    woken. The caller must keep other driven calls of the same handle out meanwhile
-    (the handle's thread lock is the loop thread's, so it cannot).
+    woken. What it holds across the body must be owned by the greenlet, not the thread
+    (`HandleLock`).
     """
 
     def __init__(self, factory: Callable[[], AbstractContextManager[T]]) -> None:
