@@ -4,6 +4,7 @@ connections, long ones on threads, and what that asks of handles, loops and faul
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -239,3 +240,67 @@ def test_terminated_connections_are_retried_by_driven_calls(pg_schema: str) -> N
             assert [c.seq for c in await run.acheckpoints()] == list(range(10, 0, -1))
 
     asyncio.run(main())
+
+
+def test_many_tasks_with_cancellations_lose_and_duplicate_nothing(pg_schema: str) -> None:
+    """32 tasks on 6 runs: shared and private handles, deltas and transactions, some
+    cancelled mid-call. Every acknowledged change is in, once; a cancelled one is in at
+    most once; each run's history is one line."""
+    rng = random.Random(20261124)
+    runs = [f"run-{i}" for i in range(6)]
+    acked = dict.fromkeys(runs, 0)
+    unknown = dict.fromkeys(runs, 0)
+    tags: dict[str, set[str]] = {run_id: set() for run_id in runs}
+
+    async def change(run: statevault.Run, run_id: str, tag: str, as_transaction: bool) -> None:
+        while True:
+            try:
+                if as_transaction:
+                    async with run.atransaction() as s:
+                        s["count"] += 1
+                        s["tags"].append(tag)
+                else:
+                    await run.aapply([ops.increment("count"), ops.append("tags", tag)])
+                return
+            except statevault.ConflictError:
+                continue  # nothing was written; the handle now knows the newer head
+
+    async def task(vault: statevault.Vault, shared: dict[str, statevault.Run], n: int) -> None:
+        own = {run_id: vault.run(run_id) for run_id in runs}
+        for step in range(12):
+            run_id = rng.choice(runs)
+            run = shared[run_id] if rng.random() < 0.6 else own[run_id]
+            tag = f"t{n}-{step}"
+            call = change(run, run_id, tag, as_transaction=rng.random() < 0.5)
+            if rng.random() < 0.15:
+                try:
+                    await asyncio.wait_for(call, timeout=rng.choice([0.0, 0.0005, 0.002]))
+                except TimeoutError:
+                    unknown[run_id] += 1
+                    continue
+            else:
+                await call
+            acked[run_id] += 1
+            tags[run_id].add(tag)
+
+    async def main() -> dict[str, tuple[Any, list[int]]]:
+        async with await statevault.open_async(pg_url(pg_schema, pool_size="4")) as vault:
+            for run_id in runs:
+                await vault.run(run_id).asave({"count": 0, "tags": []})
+            shared = {run_id: vault.run(run_id) for run_id in runs}
+            await asyncio.gather(*(task(vault, shared, n) for n in range(32)))
+            found = {}
+            for run_id in runs:
+                fresh = vault.run(run_id)
+                found[run_id] = (await fresh.aload(), [c.seq for c in await fresh.acheckpoints()])
+            assert (await vault.averify()).ok
+            return found
+
+    found = asyncio.run(main())
+    for run_id, (state, seqs) in found.items():
+        assert seqs == list(range(len(seqs), 0, -1)), "one line, no gap"
+        stored = state["tags"]
+        assert len(stored) == len(set(stored)), "no change twice"
+        assert tags[run_id] <= set(stored), "every acknowledged change is in"
+        assert len(stored) <= acked[run_id] + unknown[run_id]
+        assert state["count"] == len(stored)
