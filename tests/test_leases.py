@@ -183,3 +183,39 @@ def test_crashed_holder_lease_expires(vault_url: str) -> None:
             assert lease.token > doomed_token
             assert run.load() == {"by": "doomed"}
             run.save({"by": "successor"})
+
+
+def test_at_exit_the_renewer_finishes_its_renewal_and_starts_no_other(
+    vault: statevault.Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The renewer is a daemon thread, which the interpreter freezes where it stands at
+    exit: frozen inside a renewal, it would keep the run's lock (a flock on files) and
+    hang the exiting process, and every process waiting on that lock, forever. So at
+    exit (`atexit`) it is stopped, and the renewal under way is waited for."""
+    from statevault.engine import leases  # noqa: PLC0415 - the renewer under test
+
+    renewer = leases._Renewer()
+    monkeypatch.setattr(leases, "_RENEWER", renewer)
+    inside, finish = threading.Event(), threading.Event()
+    renewals: list[float] = []
+    backend = vault._backend
+    renew = backend.renew_lease
+
+    def slow_renew(run_id: str, token: int, ttl: float) -> statevault.LeaseGrant:
+        renewals.append(time.monotonic())
+        inside.set()
+        finish.wait(10)
+        return renew(run_id, token, ttl)
+
+    monkeypatch.setattr(backend, "renew_lease", slow_renew)
+    with vault.run("job").lease(ttl=0.3):
+        assert inside.wait(5), "a renewal started"
+        stopping = threading.Thread(target=renewer.stop)
+        stopping.start()
+        stopping.join(0.3)
+        assert stopping.is_alive(), "stop waits for the renewal under way"
+        finish.set()
+        stopping.join(5)
+        assert not stopping.is_alive()
+        time.sleep(0.4)  # past the next renewal's time
+    assert len(renewals) == 1, "no renewal after stop"

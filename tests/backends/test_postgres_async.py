@@ -304,3 +304,34 @@ def test_many_tasks_with_cancellations_lose_and_duplicate_nothing(pg_schema: str
         assert tags[run_id] <= set(stored), "every acknowledged change is in"
         assert len(stored) <= acked[run_id] + unknown[run_id]
         assert state["count"] == len(stored)
+
+
+def test_watchers_wait_on_the_loop_without_threads(pg_schema: str) -> None:
+    """20 watchers on a vault of 2 connections: each listener's socket is watched by
+    the loop, so none holds a thread (and none waits for another's to free)."""
+    runs = [f"watched-{i}" for i in range(20)]
+
+    async def watcher(vault: statevault.Vault, run_id: str) -> int:
+        async with vault.awatch([run_id], poll=30, timeout=30) as feed:
+            async for checkpoint in feed:
+                return checkpoint.seq
+        raise AssertionError(f"{run_id}: no checkpoint")
+
+    async def main() -> list[int]:
+        async with await statevault.open_async(pg_url(pg_schema, pool_size="2")) as vault:
+            watching = [asyncio.create_task(watcher(vault, run_id)) for run_id in runs]
+            listeners = 0
+            while listeners < len(runs):  # every watcher has subscribed
+                await asyncio.sleep(0.02)
+                with psycopg.connect(PG_DSN, autocommit=True) as conn:
+                    row = conn.execute(
+                        f"SELECT count(*) FROM {pg_schema}.statevault_listeners"
+                    ).fetchone()
+                listeners = row[0] if row else 0
+            for run_id in runs:
+                await vault.run(run_id).asave({"run": run_id})
+            seqs = await asyncio.wait_for(asyncio.gather(*watching), timeout=20)
+            assert _backend(vault)._executor is None, "no thread was needed"
+            return seqs
+
+    assert asyncio.run(main()) == [1] * len(runs)

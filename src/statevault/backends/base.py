@@ -479,8 +479,8 @@ class OffloadingBackend(Backend, Protocol):
     async def offload(self, call: Callable[[], _T], *, brief: bool = True) -> _T:
         """Run the blocking `call` without blocking the event loop; return its result.
 
-        `brief`: the call does little but I/O, and waits for nothing else (a listener's
-        wait, a worker pool), so it may run on the loop's thread with its I/O awaited.
+        `brief`: the call does little but I/O, and waits for nothing else (a worker pool,
+        another thread), so it may run on the loop's thread with its I/O awaited.
         """
         ...
 

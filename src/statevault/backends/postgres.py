@@ -901,7 +901,8 @@ class _PostgresListener:
         self._backend = backend
         self._lock = threading.Lock()
         self._conn: Connection | None = None
-        self._conn = self._subscribe()
+        # Connecting blocks: on a worker thread when driven, so the loop runs on.
+        self._conn = bridge.off_loop(self._subscribe)
 
     def _subscribe(self) -> Connection:
         backend = self._backend
@@ -916,36 +917,67 @@ class _PostgresListener:
         return conn
 
     def wait(self, timeout: float) -> bool:
+        if bridge.driven():
+            return self._wait_driven(timeout)
         with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise VaultClosedError("this change listener is closed")
+            conn = self._connection()
             try:
                 woken = any(True for _ in conn.notifies(timeout=timeout, stop_after=1))
                 if woken:
-                    # Drain what else arrived: one wake-up per burst of commits.
-                    for _ in conn.notifies(timeout=0.0):
-                        pass
+                    _drain(conn)
                 return woken
             except psycopg.Error:
-                # Notifications sent while the connection was down are lost: say that
-                # something may have changed, and subscribe again for the next wait.
-                conn.close()
-                self._conn = None
-                self._conn = self._subscribe()
+                return self._resubscribe(conn)
+
+    def _wait_driven(self, timeout: float) -> bool:
+        """`wait` on the event loop: the connection's socket is watched by the loop, and
+        no thread waits (nor holds this listener's lock while it waits)."""
+        conn = self._connection()
+        try:
+            if _drain(conn):  # arrived with an earlier reply, or since the last wait
                 return True
+            if not bridge.wait_for(_readable(conn.fileno(), timeout)):
+                return False
+            if self._conn is not conn:
+                return True  # closed or subscribed again meanwhile: say so
+            return _drain(conn)
+        except psycopg.Error:
+            with self._lock:
+                return self._resubscribe(conn)
+
+    def _connection(self) -> Connection:
+        conn = self._conn
+        if conn is None:
+            raise VaultClosedError("this change listener is closed")
+        return conn
+
+    def _resubscribe(self, conn: Connection) -> bool:
+        """After an error on `conn`: subscribe again; True (something may have changed).
+
+        Notifications sent while the connection was down are lost: the caller hears
+        that something may have changed, and the next wait listens on a new connection.
+        """
+        conn.close()
+        if self._conn is conn:
+            self._conn = None
+            self._conn = bridge.off_loop(self._subscribe)
+        return True
 
     def close(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is None:
             return
-        try:
-            conn.execute(self._backend._sql.unregister_listener)
-        except psycopg.Error:
-            pass  # a dead connection's row is cleared by the next listener
-        finally:
-            conn.close()
+
+        def unregister() -> None:
+            try:
+                conn.execute(self._backend._sql.unregister_listener)
+            except psycopg.Error:
+                pass  # a dead connection's row is cleared by the next listener
+            finally:
+                conn.close()
+
+        bridge.off_loop(unregister)
 
 
 class _DrivenSession:
@@ -977,6 +1009,35 @@ class _DrivenRows:
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         return bridge.wait_for(self._cursor.fetchall())
+
+
+def _drain(conn: Connection) -> bool:
+    """Consume the notifications that have arrived, without waiting; True if any had.
+
+    One wake-up per burst of commits.
+    """
+    return sum(1 for _ in conn.notifies(timeout=0.0)) > 0
+
+
+async def _readable(fd: int, timeout: float) -> bool:
+    """True once `fd` has bytes to read, False after `timeout` seconds."""
+    import asyncio  # noqa: PLC0415 - loaded already: a loop is running
+
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await asyncio.wait_for(ready, timeout)
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+    return True
 
 
 @contextmanager

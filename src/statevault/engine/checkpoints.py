@@ -159,7 +159,7 @@ class Engine:
         """Run a blocking call off the event loop (the async API's one way to do I/O).
 
         `brief=False` for calls that may run long or wait on other threads (verify,
-        repair, a listener's wait): they always get a thread.
+        repair, closing): they always get a thread.
         """
         if self._native_offload:
             return await cast("OffloadingBackend", self.backend).offload(call, brief=brief)

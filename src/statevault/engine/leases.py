@@ -8,6 +8,7 @@ lease expires and the backend refuses the holder's next write with `LeaseLost`.
 
 from __future__ import annotations
 
+import atexit
 import heapq
 import itertools
 import os
@@ -229,9 +230,14 @@ class _Renewer:
         self._due: list[tuple[float, int, Lease]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
+        self._renewing = threading.Lock()
+        """Held for each renewal, so that `stop` can wait for the one under way."""
+        self._stopped = False
 
     def add(self, lease: Lease) -> None:
         with self._wake:
+            if self._stopped:
+                return  # the interpreter is exiting: nothing will need the lease long
             self._push(lease)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -247,14 +253,37 @@ class _Renewer:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._due or self._due[0][0] > time.monotonic():
+                while not self._stopped and (not self._due or self._due[0][0] > time.monotonic()):
                     timeout = self._due[0][0] - time.monotonic() if self._due else None
                     self._wake.wait(timeout)
+                if self._stopped:
+                    return
                 _, _, lease = heapq.heappop(self._due)
-            again = lease._renew_in_background()
+                # Taken before the condition is let go: `stop` cannot slip in between.
+                self._renewing.acquire()
+            try:
+                again = lease._renew_in_background()
+            finally:
+                self._renewing.release()
             if again:
                 with self._wake:
                     self._push(lease)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Renew nothing more, and wait (up to `timeout`) for a renewal under way.
+
+        Run at interpreter exit. The renewer is a daemon thread, and the interpreter
+        freezes daemon threads where they stand when it shuts down: one frozen inside
+        a renewal would keep the backend's lock of the run (its in-process lock, and on
+        files its flock) forever, so the exiting process would hang on it when it
+        releases its leases, and other processes would wait on the flock of a process
+        that never exits.
+        """
+        with self._wake:
+            self._stopped = True
+            self._wake.notify_all()
+        if self._renewing.acquire(timeout=timeout):
+            self._renewing.release()
 
 
 _RENEWER = _Renewer()
@@ -267,3 +296,8 @@ def _new_renewer_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_new_renewer_after_fork)
+
+
+@atexit.register
+def _stop_renewing() -> None:
+    _RENEWER.stop()

@@ -213,7 +213,7 @@ class AsyncWatch(_Watch):
         engine = self._engine
         if not self._started:
             self._started = True
-            self._listen()
+            await engine.offload(self._listen)
             await engine.offload(self._follower.start)
         while not self._pending:
             if self._stopped.is_set():
@@ -230,7 +230,9 @@ class AsyncWatch(_Watch):
                 raise StopAsyncIteration
             listener = self._listener
             if listener is not None:
-                await engine.offload(functools.partial(listener.wait, budget), brief=False)
+                # Driven on the loop where the backend can (PostgreSQL watches the
+                # listener's socket there); else on a thread.
+                await engine.offload(functools.partial(listener.wait, budget))
             else:
                 # In short steps, so that `stop()` from another thread is seen soon.
                 deadline = time.monotonic() + budget
@@ -241,7 +243,7 @@ class AsyncWatch(_Watch):
     async def aclose(self) -> None:
         """Stop and release the subscription. Safe to call twice."""
         self._stopped.set()
-        self._close_listener()
+        await self._engine.offload(self._close_listener)
 
     async def __aenter__(self) -> Self:
         return self
