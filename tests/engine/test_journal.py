@@ -123,6 +123,44 @@ def test_damaged_delta_is_caught(tmp_path: pathlib.Path) -> None:
         assert ("record", 2) in {(p.kind, p.seq) for p in vault.verify().problems}
 
 
+def _flip_inline_payload(raw: RawSqlite, run_id: str, seq: int) -> None:
+    """Flip a byte inside the inline envelope of a stored record (not its sealed body)."""
+    sealed = bytearray(raw.record(run_id, seq))
+    assert sealed.startswith(b"SVR2"), "a record that carries its envelope beside its body"
+    sealed[4 + 4 + 40] ^= 1  # magic, payload length, 30-byte envelope header, into the payload
+    raw.write_record(run_id, seq, bytes(sealed))
+
+
+def test_long_replay_unpacks_deltas_ahead_and_still_names_the_damaged_one(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Past `_UNPACK_AHEAD_FROM` deltas, they are unpacked on the pool while the state
+    loads; damage found there is reported as it is without the overlap."""
+    raw = RawSqlite(tmp_path / "v.db")
+    long_text = "a message long enough to be compressed, " * 8
+    with statevault.open(raw.url) as vault:
+        run = vault.run("chat")
+        run.save({"messages": [], "opening": long_text})
+        for i in range(30):
+            run.apply([ops.append("messages", f"{i}: {long_text}")])
+    with statevault.open(raw.url) as vault:
+        loaded = vault.run("chat").load()
+        assert loaded["messages"] == [f"{i}: {long_text}" for i in range(30)]
+
+    _flip_inline_payload(raw, "chat", 12)
+    with statevault.open(raw.url) as vault:
+        with pytest.raises(statevault.CorruptionError) as caught:
+            vault.run("chat").load()
+        assert caught.value.seq == 12
+        assert len(vault.run("chat").load(at=11)["messages"]) == 10
+
+    _flip_inline_payload(raw, "chat", 1)
+    with statevault.open(raw.url) as vault:
+        with pytest.raises(statevault.CorruptionError) as caught:
+            vault.run("chat").load()
+        assert caught.value.seq == 1, "damage in the state entry is reported before the deltas'"
+
+
 class _Abort(Exception):
     pass
 
