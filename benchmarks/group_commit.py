@@ -6,10 +6,12 @@ Usage, from the repository root:
     .venv/bin/python -m benchmarks.group_commit --reps 3 --commits 1200
 
 Each thread commits small checkpoints (a few hundred bytes) to a run of its own, with
-`durability="fsync"`, two ways (and both again with `durability="process"`, no fsync,
+`durability="fsync"`, three ways (and each again with `durability="process"`, no fsync,
 for the ceiling that the CPU sets):
 - `api`: `vault.run(f"t{i}").save(state)`, the public call (encoding, sealing and the
   commit included);
+- `journal`: `run.apply([set, increment])`, a journal entry of two operations on the
+  same small state, under the default checkpoint policy (a fold every 100 entries);
 - `backend`: `SqliteBackend.commit_checkpoint` with a ready 300-byte record, so only
   the storage path is measured.
 
@@ -51,8 +53,8 @@ from statevault.backends.base import Durability  # noqa: E402
 from statevault.backends.sqlite import SqliteBackend  # noqa: E402
 
 THREADS = (1, 4, 16)
-KINDS = ("api", "backend")
-CEILING_KINDS = ("api/process", "backend/process")
+KINDS = ("api", "journal", "backend")
+CEILING_KINDS = ("api/process", "journal/process", "backend/process")
 """The same paths with `durability="process"` (no fsync): what the CPU alone allows."""
 RECORD_BYTES = 300
 NOTE_CHARS = 48
@@ -92,6 +94,34 @@ def _api_workers(
     return [worker(t) for t in range(threads)], vault.close
 
 
+def journal_ops(t: int, n: int) -> list[statevault.ops.Op]:
+    """One journal entry's operations: a new cursor and the next step."""
+    return [
+        statevault.ops.set("cursor", f"{t:04x}{n:028x}"),
+        statevault.ops.increment("step", 1),
+    ]
+
+
+def _journal_workers(
+    path: str, threads: int, per_thread: int, durability: Durability
+) -> tuple[list[Worker], Callable[[], None]]:
+    vault = statevault.open(path, durability=durability)
+    runs = [vault.run(f"t{i}") for i in range(threads)]
+    for t, run in enumerate(runs):
+        run.save(progress_state(t, 0))  # the state the entries change, before the clock
+    entries = [[journal_ops(t, n) for n in range(1, per_thread + 1)] for t in range(threads)]
+
+    def worker(t: int) -> Worker:
+        def go() -> None:
+            run = runs[t]
+            for operations in entries[t]:
+                run.apply(operations)
+
+        return go
+
+    return [worker(t) for t in range(threads)], vault.close
+
+
 def _backend_workers(
     path: str, threads: int, per_thread: int, durability: Durability
 ) -> tuple[list[Worker], Callable[[], None]]:
@@ -109,16 +139,21 @@ def _backend_workers(
     return [worker(t) for t in range(threads)], backend.close
 
 
-def api_record_bytes(root: str) -> int:
-    """The size of one checkpoint record as `api` stores it."""
+def api_record_bytes(root: str) -> dict[str, int]:
+    """The size of one record as `api` and as `journal` store it."""
     directory = tempfile.mkdtemp(prefix="size-", dir=root)
     path = os.path.join(directory, "vault.db")
     try:
         with statevault.open(path) as vault:
-            vault.run("t0").save(progress_state(0, 1))
+            run = vault.run("t0")
+            run.save(progress_state(0, 1))
+            run.apply(journal_ops(0, 2))
         backend = SqliteBackend(path, initial_meta={}, create=False)
         try:
-            return len(backend.read_checkpoint("t0", 1) or b"")
+            return {
+                kind: len(backend.read_checkpoint("t0", seq) or b"")
+                for kind, seq in (("api", 1), ("journal", 2))
+            }
         finally:
             backend.close()
     finally:
@@ -132,7 +167,9 @@ def measure(kind: str, threads: int, commits: int, root: str) -> tuple[float, fl
     directory = tempfile.mkdtemp(prefix=f"{path_kind}-{threads}-", dir=root)
     path = os.path.join(directory, "vault.db")
     per_thread = commits // threads
-    make = _api_workers if path_kind == "api" else _backend_workers
+    make = {"api": _api_workers, "journal": _journal_workers, "backend": _backend_workers}[
+        path_kind
+    ]
     workers, close = make(path, threads, per_thread, "process" if mode else "fsync")
     start = threading.Barrier(threads + 1)
     failures: list[BaseException] = []
@@ -204,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     root = tempfile.mkdtemp(prefix="statevault-group-commit-", dir=choose_dir(args.dir))
     print(f"writing to {root} on {fs_type(root)}; {os.cpu_count()} CPUs", flush=True)
     try:
-        record_bytes = {"api": api_record_bytes(root), "backend": RECORD_BYTES}
+        record_bytes = {**api_record_bytes(root), "backend": RECORD_BYTES}
         record_bytes.update({f"{kind}/process": record_bytes[kind] for kind in KINDS})
         cpu: dict[tuple[str, int], list[tuple[float, float]]] = {}
         rates = scaling(
@@ -219,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         f"of {args.reps} reps of {args.commits} commits; each thread commits to a run of its own"
     )
     print(
-        f"{'path':<9}{'record':>8}{'threads':>8}{'commits/s':>12}{'min':>9}{'max':>9}"
+        f"{'path':<16}{'record':>8}{'threads':>8}{'commits/s':>12}{'min':>9}{'max':>9}"
         f"{'vs 1 thread':>13}{'cpu/commit: user':>18}{'sys':>8}"
     )
     ok = True
@@ -231,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             user = statistics.median(u for u, _ in cpu[(kind, n)]) * 1e6
             system = statistics.median(s for _, s in cpu[(kind, n)]) * 1e6
             print(
-                f"{kind:<9}{record_bytes[kind]:>6} B{n:>8}{med:>12,.0f}{min(values):>9,.0f}"
+                f"{kind:<16}{record_bytes[kind]:>6} B{n:>8}{med:>12,.0f}{min(values):>9,.0f}"
                 f"{max(values):>9,.0f}{med / base:>12.1f}x{user:>15.0f} us{system:>5.0f} us"
             )
         speedup = statistics.median(rates[(kind, THREADS[-1])]) / base
@@ -239,13 +276,14 @@ def main(argv: list[str] | None = None) -> int:
             ok = ok and speedup >= TARGET_SPEEDUP
     for kind in KINDS:
         needed = TARGET_SPEEDUP * statistics.median(rates[(kind, 1)])
-        ceiling = max(statistics.median(rates[(f"{kind}/process", n)]) for n in THREADS)
+        alone, most = (statistics.median(rates[(f"{kind}/process", n)]) for n in (1, THREADS[-1]))
         print(
             f"{kind}: {TARGET_SPEEDUP:g}x one durable thread is {needed:,.0f}/s; without any "
-            f"fsync the CPU allows {ceiling:,.0f}/s ({ceiling / needed:.2f}x of that)"
+            f"fsync, {THREADS[-1]} threads do {most:,.0f}/s ({most / needed:.2f}x of that) "
+            f"and one thread {alone:,.0f}/s ({alone / needed:.2f}x)"
         )
     print(
-        f"\ntarget: {THREADS[-1]} threads >= {TARGET_SPEEDUP:g}x one thread on both paths: "
+        f"\ntarget: {THREADS[-1]} threads >= {TARGET_SPEEDUP:g}x one thread on every path: "
         f"{'met' if ok else 'NOT met'}"
     )
     return 0
