@@ -66,6 +66,7 @@ from benchmarks.cases import Scratch, floor_load  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     Report,
     Row,
+    compile_bytecode,
     judge,
     machine_info,
     results_table,
@@ -881,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.perf_counter()
     scratch = Scratch(tempfile.mkdtemp(prefix="statevault-incr-", dir=choose_dir(args.dir)))
-    info = machine_info(scratch.root)
+    info = {**machine_info(scratch.root), "bytecode": compile_bytecode()}
     print("## statevault incremental-state benchmarks\n")
     for key, value in info.items():
         print(f"- {key}: {value}")
