@@ -2,7 +2,7 @@
 
 Usage, from the repository root:
 
-    .venv/bin/python -m benchmarks.group_commit            # about 20 s
+    .venv/bin/python -m benchmarks.group_commit            # about 2.5 minutes
     .venv/bin/python -m benchmarks.group_commit --reps 3 --commits 1200
 
 Each thread commits small checkpoints (a few hundred bytes) to a run of its own, with

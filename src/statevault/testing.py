@@ -326,6 +326,31 @@ class BackendConformance:
         finally:
             again.close()
 
+    def test_a_head_rewritten_by_another_handle_is_a_conflict(
+        self, backend: Backend, location: pathlib.Path
+    ) -> None:
+        """Another handle rolls the head back and commits the same seq again, with other
+        bytes of the same length: a writer that knew the old head must not commit."""
+        if not self.reopens:
+            pytest.skip("this backend does not persist")
+        for seq in range(1, 4):
+            backend.commit_checkpoint("r", seq, b"rec%d" % seq, expected_head=seq - 1)
+        other = self.open_backend(location, initial_meta=initial_meta(1, {}))
+        try:
+            other.roll_back("r", 2)
+            other.commit_checkpoint("r", 3, b"REC3", expected_head=2, expected_record=b"rec2")
+        finally:
+            other.close()
+        with pytest.raises(ConflictError):
+            backend.commit_checkpoint("r", 4, b"rec4", expected_head=3, expected_record=b"rec3")
+        backend.commit_checkpoint("r", 4, b"rec4", expected_head=3, expected_record=b"REC3")
+        assert [c.record for c in backend.read_checkpoints("r")] == [
+            b"rec4",
+            b"REC3",
+            b"rec2",
+            b"rec1",
+        ]
+
     def test_quarantine_moves_objects_aside(self, backend: Backend) -> None:
         backend.put_objects([(_digest(i), b"data%d" % i) for i in range(4)])
         moved = backend.quarantine_objects([_digest(1), _digest(2), _digest(99), _digest(1)])

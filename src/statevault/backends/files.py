@@ -41,6 +41,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 
 from statevault.backends.base import (
     Capabilities,
@@ -186,6 +187,15 @@ def _parse_seq(name: str) -> int | None:
     if len(name) == _SEQ_DIGITS and name.isascii() and name.isdigit():
         return int(name)
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownTail:
+    """A run's tail as this process last wrote or read it, and the record before it."""
+
+    tail: Tail
+    record: bytes | None
+    """The bytes of the head's record (the frame just before `tail`), if known."""
 
 
 def _segment_of(seq: int) -> Callable[[list[str]], list[str]]:
@@ -404,10 +414,11 @@ class FilesBackend:
         self._vault_lock: int | None = None
         self._segments = SegmentWriter(self._io, self._tmp)
         self._recovery = os.path.join(self._root, "recovery")
-        # Layout 2: each run's tail (checked with two small reads before it is trusted),
-        # verified scans of segments (by name and key; a rewritten segment has a new
-        # key), and torn tails seen by readers that no writer has set aside yet.
-        self._tails: dict[str, Tail] = {}
+        # Layout 2: each run's tail (checked with two small reads before it is trusted)
+        # with its head's record, verified scans of segments (by name and key; a
+        # rewritten segment has a new key), and torn tails seen by readers that no
+        # writer has set aside yet.
+        self._tails: dict[str, _KnownTail] = {}
         self._scans: dict[tuple[str, bytes], Segment] = {}
         self._torn_seen: dict[str, tuple[int, int]] = {}
         self._open(initial_meta, create=create)
@@ -1012,16 +1023,18 @@ class FilesBackend:
         next commit writes at: a reader's tail may be older than the commit that
         another thread is about to make, and must never become that commit's offset.
         """
-        tail = self._tails.get(name)
-        if tail is not None and self._segments.tail_is_current(self._records_dir(name), tail):
-            return tail.next_seq - 1
+        known = self._tails.get(name)
+        if known is not None and self._segments.tail_is_current(
+            self._records_dir(name), known.tail
+        ):
+            return known.tail.next_seq - 1
         view = self._read_log(name, "", pick=lambda names: names[-1:])
         if locked:
             self._tails.pop(name, None)
             if len(self._tails) >= _CACHE_LIMIT:
                 self._tails.clear()
             if view.tail is not None and not view.torn:
-                self._tails[name] = view.tail
+                self._tails[name] = _KnownTail(view.tail, view.records.get(view.head))
         return view.head
 
     def _log_checkpoints(
@@ -1054,14 +1067,16 @@ class FilesBackend:
     def _log_append(self, name: str, run_id: str, seq: int, record: bytes) -> None:
         """Write the record of `seq` (run lock held; `_read_head` just said seq - 1)."""
         log_dir = self._records_dir(name)
-        tail = self._tails.get(name)
+        known = self._tails.get(name)
+        tail = None if known is None else known.tail
         if seq > 1 and (tail is None or tail.next_seq != seq):
             view = self._read_log(name, run_id, pick=lambda names: names[-1:])
             if view.torn:
                 self._set_torn_tail_aside(name, run_id, view)
             tail = view.tail
         self._tails.pop(name, None)
-        self._tails[name] = self._segments.append(log_dir, tail if seq > 1 else None, seq, record)
+        tail = self._segments.append(log_dir, tail if seq > 1 else None, seq, record)
+        self._tails[name] = _KnownTail(tail, record)
 
     def _set_torn_tail_aside(self, name: str, run_id: str, view: LogView) -> None:
         """Keep a torn tail's bytes in recovery/, then wipe them so the log goes on."""
@@ -1425,6 +1440,12 @@ class FilesBackend:
         if head == 0:
             return None
         if self._layout >= 2:
+            known = self._tails.get(name)
+            if known is not None and known.tail.next_seq == head + 1 and known.record is not None:
+                # The caller's `_read_head` just found this tail current, and the frames
+                # before a current tail are never changed in place (a rewrite or a
+                # roll-back writes a segment with a new key): no need to read it again.
+                return known.record
             return self._read_log(name, "", pick=_segment_of(head), want=head.__eq__).records.get(
                 head
             )
