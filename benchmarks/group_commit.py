@@ -1,4 +1,4 @@
-"""Durable small commits per second from 1, 4 and 16 threads of one process (SQLite).
+"""Durable small commits per second from 1, 4 and 16 threads of one process.
 
 Usage, from the repository root:
 
@@ -13,7 +13,9 @@ for the ceiling that the CPU sets):
 - `journal`: `run.apply([set, increment])`, a journal entry of two operations on the
   same small state, under the default checkpoint policy (a fold every 100 entries);
 - `backend`: `SqliteBackend.commit_checkpoint` with a ready 300-byte record, so only
-  the storage path is measured.
+  the storage path is measured;
+- `files`: `Run.save` as `api`, on the files backend (`files://`), where each run has
+  a log of its own: threads committing to different runs fsync different files.
 
 A configuration's throughput is its total commits divided by the wall time from the
 moment every thread is released to the moment the last one finishes. Beside it, the
@@ -53,8 +55,8 @@ from statevault.backends.base import Durability  # noqa: E402
 from statevault.backends.sqlite import SqliteBackend  # noqa: E402
 
 THREADS = (1, 4, 16)
-KINDS = ("api", "journal", "backend")
-CEILING_KINDS = ("api/process", "journal/process", "backend/process")
+KINDS = ("api", "journal", "backend", "files")
+CEILING_KINDS = ("api/process", "journal/process", "backend/process", "files/process")
 """The same paths with `durability="process"` (no fsync): what the CPU alone allows."""
 RECORD_BYTES = 300
 NOTE_CHARS = 48
@@ -166,10 +168,15 @@ def measure(kind: str, threads: int, commits: int, root: str) -> tuple[float, fl
     path_kind, _, mode = kind.partition("/")
     directory = tempfile.mkdtemp(prefix=f"{path_kind}-{threads}-", dir=root)
     path = os.path.join(directory, "vault.db")
+    if path_kind == "files":
+        path = f"files://{os.path.join(directory, 'vault')}"
     per_thread = commits // threads
-    make = {"api": _api_workers, "journal": _journal_workers, "backend": _backend_workers}[
-        path_kind
-    ]
+    make = {
+        "api": _api_workers,
+        "files": _api_workers,
+        "journal": _journal_workers,
+        "backend": _backend_workers,
+    }[path_kind]
     workers, close = make(path, threads, per_thread, "process" if mode else "fsync")
     start = threading.Barrier(threads + 1)
     failures: list[BaseException] = []
@@ -242,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"writing to {root} on {fs_type(root)}; {os.cpu_count()} CPUs", flush=True)
     try:
         record_bytes = {**api_record_bytes(root), "backend": RECORD_BYTES}
+        record_bytes["files"] = record_bytes["api"]
         record_bytes.update({f"{kind}/process": record_bytes[kind] for kind in KINDS})
         cpu: dict[tuple[str, int], list[tuple[float, float]]] = {}
         rates = scaling(
