@@ -77,23 +77,37 @@ def progress_state(t: int, n: int) -> dict[str, Any]:
     }
 
 
-def _api_workers(
-    path: str, threads: int, per_thread: int, durability: Durability
+def _vault_workers(
+    path: str,
+    durability: Durability,
+    items: list[list[Any]],
+    commit: Callable[[statevault.Run, Any], object],
 ) -> tuple[list[Worker], Callable[[], None]]:
+    """Thread `t` calls `commit(run, item)` for each of `items[t]`, on run `t{t}`.
+
+    Each run starts from a saved `progress_state` (before the clock): the items are
+    built beforehand too, so the benchmark measures committing them."""
     vault = statevault.open(path, durability=durability)
-    runs = [vault.run(f"t{i}") for i in range(threads)]
-    # States are built before the clock starts: the benchmark measures saving them.
-    states = [[progress_state(t, n) for n in range(per_thread)] for t in range(threads)]
+    runs = [vault.run(f"t{i}") for i in range(len(items))]
+    for t, run in enumerate(runs):
+        run.save(progress_state(t, 0))
 
     def worker(t: int) -> Worker:
         def go() -> None:
             run = runs[t]
-            for state in states[t]:
-                run.save(state)
+            for item in items[t]:
+                commit(run, item)
 
         return go
 
-    return [worker(t) for t in range(threads)], vault.close
+    return [worker(t) for t in range(len(items))], vault.close
+
+
+def _api_workers(
+    path: str, threads: int, per_thread: int, durability: Durability
+) -> tuple[list[Worker], Callable[[], None]]:
+    states = [[progress_state(t, n) for n in range(1, per_thread + 1)] for t in range(threads)]
+    return _vault_workers(path, durability, states, statevault.Run.save)
 
 
 def journal_ops(t: int, n: int) -> list[statevault.ops.Op]:
@@ -107,21 +121,8 @@ def journal_ops(t: int, n: int) -> list[statevault.ops.Op]:
 def _journal_workers(
     path: str, threads: int, per_thread: int, durability: Durability
 ) -> tuple[list[Worker], Callable[[], None]]:
-    vault = statevault.open(path, durability=durability)
-    runs = [vault.run(f"t{i}") for i in range(threads)]
-    for t, run in enumerate(runs):
-        run.save(progress_state(t, 0))  # the state the entries change, before the clock
     entries = [[journal_ops(t, n) for n in range(1, per_thread + 1)] for t in range(threads)]
-
-    def worker(t: int) -> Worker:
-        def go() -> None:
-            run = runs[t]
-            for operations in entries[t]:
-                run.apply(operations)
-
-        return go
-
-    return [worker(t) for t in range(threads)], vault.close
+    return _vault_workers(path, durability, entries, statevault.Run.apply)
 
 
 def _backend_workers(
