@@ -133,7 +133,12 @@ what the index finds with this row, in the same statement (one snapshot). Trigge
 not statevault's code, keep it up to date: releases that predate it write to a vault
 that has it without knowing, and it stays right. Vaults made before it gain it at
 `statevault upgrade` (`upgrade_layout`); until then they are read and written as they
-are, and their reads are not cross-checked."""
+are, and their reads are not cross-checked.
+
+Never write `statevault_checkpoints` with `REPLACE` (or `INSERT OR REPLACE`): the outer
+statement's conflict policy overrides the trigger's `OR IGNORE`, so replacing a record
+below the head would set the head to that record's seq. The cross-check caught exactly
+that when a rewrite was tried that way."""
 _HEADS_FILL = (
     "INSERT OR REPLACE INTO statevault_heads(run_id, head) "
     "SELECT run_id, max(seq) FROM statevault_checkpoints GROUP BY run_id"
