@@ -194,8 +194,14 @@ class _KnownTail:
     """A run's tail as this process last wrote or read it, and the record before it."""
 
     tail: Tail
-    record: bytes | None
-    """The bytes of the head's record (the frame just before `tail`), if known."""
+    record_digest: bytes | None
+    """`_record_digest` of the head's record (the frame just before `tail`), if known:
+    32 bytes a run, where the record itself could be kilobytes for each of up to
+    `_CACHE_LIMIT` runs."""
+
+
+def _record_digest(record: bytes | None) -> bytes | None:
+    return None if record is None else hashlib.blake2b(record, digest_size=32).digest()
 
 
 def _segment_of(seq: int) -> Callable[[list[str]], list[str]]:
@@ -1034,7 +1040,9 @@ class FilesBackend:
             if len(self._tails) >= _CACHE_LIMIT:
                 self._tails.clear()
             if view.tail is not None and not view.torn:
-                self._tails[name] = _KnownTail(view.tail, view.records.get(view.head))
+                self._tails[name] = _KnownTail(
+                    view.tail, _record_digest(view.records.get(view.head))
+                )
         return view.head
 
     def _log_checkpoints(
@@ -1076,7 +1084,7 @@ class FilesBackend:
             tail = view.tail
         self._tails.pop(name, None)
         tail = self._segments.append(log_dir, tail if seq > 1 else None, seq, record)
-        self._tails[name] = _KnownTail(tail, record)
+        self._tails[name] = _KnownTail(tail, _record_digest(record))
 
     def _set_torn_tail_aside(self, name: str, run_id: str, view: LogView) -> None:
         """Keep a torn tail's bytes in recovery/, then wipe them so the log goes on."""
@@ -1378,7 +1386,8 @@ class FilesBackend:
                 self._settle_roll_back(name)
                 head = self._read_head(name, locked=True)
                 if head != expected_head or (
-                    expected_record is not None and self._head_record(name, head) != expected_record
+                    expected_record is not None
+                    and not self._head_record_is(name, head, expected_record)
                 ):
                     raise ConflictError(run_id, expected=expected_head, actual=head)
                 if head == 0:
@@ -1435,24 +1444,28 @@ class FilesBackend:
                     done += 1
                 return done
 
-    def _head_record(self, name: str, head: int) -> bytes | None:
-        """The head's record bytes (run lock held), or None if there is no head."""
+    def _head_record_is(self, name: str, head: int, expected: bytes) -> bool:
+        """Whether the head's record holds exactly `expected` (run lock held)."""
         if head == 0:
-            return None
+            return False
         if self._layout >= 2:
             known = self._tails.get(name)
-            if known is not None and known.tail.next_seq == head + 1 and known.record is not None:
+            if (
+                known is not None
+                and known.tail.next_seq == head + 1
+                and known.record_digest is not None
+            ):
                 # The caller's `_read_head` just found this tail current, and the frames
                 # before a current tail are never changed in place (a rewrite or a
-                # roll-back writes a segment with a new key): no need to read it again.
-                return known.record
-            return self._read_log(name, "", pick=_segment_of(head), want=head.__eq__).records.get(
-                head
-            )
+                # roll-back writes a segment with a new key): no need to read the
+                # segment again, which cost most of a small commit.
+                return known.record_digest == _record_digest(expected)
+            found = self._read_log(name, "", pick=_segment_of(head), want=head.__eq__)
+            return found.records.get(head) == expected
         try:
-            return self._io.read(self._ckpt_path(name, head))
+            return self._io.read(self._ckpt_path(name, head)) == expected
         except FileNotFoundError:
-            return None
+            return False
 
     def _prepare_run_dir(self, name: str, run_id: str) -> None:
         """Make the run directory, its `id` and `ckpt/` exist durably (run lock held).
