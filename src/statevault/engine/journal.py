@@ -195,8 +195,9 @@ _UNPACK_AHEAD_FROM = 16
 """Deltas to replay from which `materialize` unpacks them on the pool while the state
 entry loads. Both spend most of their time in zstd and BLAKE3, which release the GIL:
 for the chat benchmark's 99 deltas after a fold, the load went from 4.70 to 4.49 ms
-(files) and from 5.52 to 5.20 ms (SQLite), medians of 55 loads taking turns. For a
-few deltas the hand-off to the pool would cost about what the overlap saves."""
+(files) and from 5.52 to 5.20 ms (SQLite), medians of 55 loads taking turns on a quiet
+machine (no difference beyond the noise when the second core is busy). For a few
+deltas the hand-off to the pool would cost about what the overlap saves."""
 
 
 class Materialized(NamedTuple):
