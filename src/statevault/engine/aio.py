@@ -18,7 +18,7 @@ import queue
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, suppress
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -117,7 +117,26 @@ class LoopLock:
             return lock
 
 
-class ThreadedContext(Generic[T]):
+class _HeldContext:
+    """What `ThreadedContext` and `DrivenContext` share: leaving the held context."""
+
+    def _deliver(self, error: BaseException | None) -> Awaitable[Any]:
+        """Hand the body's outcome to whoever holds the context; returns what ends with it."""
+        raise NotImplementedError
+
+    async def exit(self, error: BaseException | None) -> None:
+        """Leave the context with the body's `error` (None: it succeeded); raise what exit raised.
+
+        The body's own error is not raised again here: the caller re-raises it.
+        """
+        try:
+            await self._deliver(error)
+        except BaseException as exc:
+            if exc is not error:
+                raise
+
+
+class ThreadedContext(_HeldContext, Generic[T]):
     """A blocking context manager entered and exited on one thread of its own.
 
     For context managers that hold a thread-owned lock across their block (a
@@ -152,17 +171,9 @@ class ThreadedContext(Generic[T]):
             raise
         return value
 
-    async def exit(self, error: BaseException | None) -> None:
-        """Leave the context with the body's `error` (None: it succeeded); raise what exit raised.
-
-        The body's own error is not raised again here: the caller re-raises it.
-        """
+    def _deliver(self, error: BaseException | None) -> Awaitable[Any]:
         self._outcome.put(error)
-        try:
-            await self._exited
-        except BaseException as exc:
-            if exc is not error:
-                raise
+        return self._exited
 
     def _run(self) -> None:
         try:
@@ -198,7 +209,7 @@ _abandoned: set[asyncio.Task[None]] = set()
 until they end, since the loop keeps only weak references to its tasks."""
 
 
-class DrivenContext(Generic[T]):
+class DrivenContext(_HeldContext, Generic[T]):
     """A blocking context manager held in one greenlet on the loop (`statevault.bridge`).
 
     The twin of `ThreadedContext` for backends whose calls are driven on the loop: the
@@ -233,17 +244,9 @@ class DrivenContext(Generic[T]):
                 self._held.add_done_callback(_abandoned.discard)
             raise
 
-    async def exit(self, error: BaseException | None) -> None:
-        """Leave the context with the body's `error` (None: it succeeded); raise what exit raised.
-
-        The body's own error is not raised again here: the caller re-raises it.
-        """
+    def _deliver(self, error: BaseException | None) -> Awaitable[Any]:
         self._outcome.set_result(error)
-        try:
-            await self._held
-        except BaseException as exc:
-            if exc is not error:
-                raise
+        return self._held
 
     def _hold(self) -> None:
         entered = False
